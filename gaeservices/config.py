@@ -1,0 +1,510 @@
+"""Configuration: one :class:`Services` object owns the configured backends.
+
+Backends are named by URL (``memcache://10.0.0.1:11211``, ``sqlite:///tmp/x.db``…).
+Each URL scheme maps, in :data:`BACKENDS`, to a ``module:Class`` path that is
+imported only when the backend is first used, so ``import gaeservices`` never
+pays for the App Engine SDK, SQLAlchemy, Celery or Django.
+
+URLs are validated when the :class:`Services` object is built: a typo in a
+deployment's environment fails at start-up with a message naming the variable,
+the value and the accepted forms, not on the first request that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .exceptions import BackendUnavailableError, ConfigurationError
+
+logger = logging.getLogger("gaeservices.config")
+
+__all__ = [
+    "BACKENDS",
+    "Services",
+    "get_services",
+    "set_services",
+    "on_app_engine",
+    "BackendURL",
+]
+
+
+class BackendURL:
+    """A parsed backend URL: scheme, hosts, path, credentials and query options."""
+
+    __slots__ = ("url", "scheme", "hosts", "path", "username", "password", "options")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self.scheme = parts.scheme
+        netloc = parts.netloc
+        self.username = self.password = None
+        if "@" in netloc:
+            userinfo, netloc = netloc.rsplit("@", 1)
+            user, _, password = userinfo.partition(":")
+            from urllib.parse import unquote
+
+            self.username = unquote(user) or None
+            self.password = unquote(password) or None
+        self.hosts: list[tuple[str, int | None]] = []
+        for item in filter(None, netloc.split(",")):
+            host, port = _split_host_port(item)
+            self.hosts.append((host, port))
+        self.path = parts.path
+        self.options = dict(parse_qsl(parts.query, keep_blank_values=True))
+
+    def option(self, name: str, default: Any = None, cast: Callable[[str], Any] = str) -> Any:
+        value = self.options.get(name)
+        if value is None or value == "":
+            return default
+        if cast is bool:
+            return value.lower() in ("1", "true", "yes", "on")
+        return cast(value)
+
+    def __repr__(self) -> str:
+        return f"BackendURL({_redact(self.url)!r})"
+
+
+def _split_host_port(item: str) -> tuple[str, int | None]:
+    if item.startswith("["):  # [::1]:11211
+        host, _, rest = item[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+    if not host:
+        raise ValueError(f"no host in {item!r}")
+    if port:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad port in {item!r}")
+        return host, int(port)
+    return host, None
+
+
+def _redact(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+# --- the registry ------------------------------------------------------------
+#
+# kind -> scheme -> (import path, URL form shown in errors, validator).
+# A validator receives the parsed URL and raises ValueError with a reason.
+
+
+def _needs_hosts(url: BackendURL) -> None:
+    if not url.hosts:
+        raise ValueError("at least one host:port is required")
+    for host, port in url.hosts:
+        if port is None:
+            raise ValueError(f"host {host!r} has no port")
+
+
+def _needs_path(url: BackendURL) -> None:
+    if not url.path or url.path == "/":
+        raise ValueError("a path is required")
+
+
+def _needs_host(url: BackendURL) -> None:
+    if not url.hosts:
+        raise ValueError("a host is required")
+
+
+def _nothing_else(url: BackendURL) -> None:
+    if url.hosts or url.path.strip("/"):
+        raise ValueError("this backend takes no host or path")
+
+
+def _sqlite(url: BackendURL) -> None:
+    if url.hosts:
+        raise ValueError("sqlite URLs have no host: use sqlite:///relative.db or sqlite:////abs.db")
+    _needs_path(url)
+
+
+def _anything(url: BackendURL) -> None:
+    return None
+
+
+BACKENDS: dict[str, dict[str, tuple[str, str, Callable[[BackendURL], None]]]] = {
+    "cache": {
+        "memory": ("gaeservices.cache.memory:MemoryCache", "memory://[?max_bytes=N]", _nothing_else),
+        "memcache": (
+            "gaeservices.cache.memcache:MemcacheCache",
+            "memcache://host:port[,host:port...][?connect_timeout=S&timeout=S]",
+            _needs_hosts,
+        ),
+        "appengine": ("gaeservices.cache.appengine:AppEngineCache", "appengine://", _nothing_else),
+    },
+    "store": {
+        "sqlite": ("gaeservices.store.sql:SQLStore", "sqlite:///path/to/file.db", _sqlite),
+        "postgresql": (
+            "gaeservices.store.sql:SQLStore",
+            "postgresql://[user[:password]@]host[:port]/dbname",
+            _anything,
+        ),
+        "datastore": ("gaeservices.store.datastore:DatastoreStore", "datastore://", _nothing_else),
+    },
+    "queue": {
+        "local": ("gaeservices.tasks.local:LocalQueue", "local://", _nothing_else),
+        "immediate": ("gaeservices.tasks.immediate:ImmediateQueue", "immediate://", _nothing_else),
+        "appengine": ("gaeservices.tasks.appengine:AppEngineQueue", "appengine://", _nothing_else),
+        "celery": ("gaeservices.tasks.celery:CeleryQueue", "celery://redis-host:port[/db]", _anything),
+    },
+    "mail": {
+        "smtp": (
+            "gaeservices.mail.smtp:SMTPMailer",
+            "smtp://[user:password@]host[:port][?starttls=1|ssl=1&timeout=S]",
+            _needs_host,
+        ),
+        "appengine": ("gaeservices.mail.appengine:AppEngineMailer", "appengine://", _nothing_else),
+        "console": ("gaeservices.mail.console:ConsoleMailer", "console://", _nothing_else),
+        "file": ("gaeservices.mail.file:FileMailer", "file:///directory", _needs_path),
+        "memory": ("gaeservices.mail.memory:MemoryMailer", "memory://", _nothing_else),
+    },
+}
+BACKENDS["store"]["postgres"] = BACKENDS["store"]["postgresql"]
+
+ENV_NAMES = {
+    "cache": "GAESERVICES_CACHE",
+    "store": "GAESERVICES_STORE",
+    "queue": "GAESERVICES_QUEUE",
+    "mail": "GAESERVICES_MAIL",
+}
+
+_EXTRA_FOR_MODULE = {
+    "google": "appengine",
+    "sqlalchemy": "sql",
+    "psycopg": "sql",
+    "celery": "celery",
+    "redis": "celery",
+    "django": "django",
+}
+
+
+def on_app_engine(environ: Mapping[str, str] | None = None) -> bool:
+    """True when running on App Engine's standard or flexible runtime.
+
+    The runtime sets ``GAE_ENV=standard`` (standard) and ``GAE_INSTANCE``;
+    the local SDK dev server sets ``GAE_ENV=localdev``, which is *not* App Engine.
+    """
+    environ = os.environ if environ is None else environ
+    return environ.get("GAE_ENV", "").startswith("standard") or (
+        "GAE_INSTANCE" in environ and "GAE_SERVICE" in environ
+    )
+
+
+def parse_backend_url(kind: str, url: str, variable: str | None = None) -> BackendURL:
+    """Parse and validate ``url`` as a backend of ``kind``; raise ConfigurationError."""
+    variable = variable or ENV_NAMES.get(kind, kind)
+    forms = BACKENDS[kind]
+    accepted = ", ".join(form for _, form, _ in dict.fromkeys(forms.values()))
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(f"{variable}={url!r} is not a URL; accepted forms: {accepted}")
+    try:
+        parsed = BackendURL(url)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{variable}={_redact(url)!r} is malformed ({exc}); accepted forms: {accepted}"
+        ) from None
+    entry = forms.get(parsed.scheme)
+    if entry is None:
+        raise ConfigurationError(
+            f"{variable}={_redact(url)!r} names an unknown backend {parsed.scheme!r}; "
+            f"accepted forms: {accepted}"
+        )
+    try:
+        entry[2](parsed)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{variable}={_redact(url)!r} is malformed ({exc}); expected {entry[1]}"
+        ) from None
+    return parsed
+
+
+def import_backend(path: str) -> Any:
+    """Import ``module:attribute``; a missing optional dependency names the extra to install."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        top = (exc.name or "").split(".")[0]
+        extra = _EXTRA_FOR_MODULE.get(top)
+        if extra:
+            raise BackendUnavailableError(
+                f"{path} needs {exc.name!r}: pip install 'gaeservices[{extra}]'"
+            ) from exc
+        raise
+    return getattr(module, attribute)
+
+
+def load_callable(path: str, variable: str = "callable") -> Callable[..., Any]:
+    """Resolve ``package.module:callable`` (a dotted attribute path after the colon)."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigurationError(f"{variable}={path!r} must have the form package.module:callable")
+    obj: Any = importlib.import_module(module_name)
+    for name in attribute.split("."):
+        obj = getattr(obj, name)
+    if not callable(obj):
+        raise ConfigurationError(f"{variable}={path!r} is not callable")
+    return obj
+
+
+# --- the Services object -----------------------------------------------------
+
+_UNSET: Any = object()
+
+
+class Services:
+    """The configured backends of one application.
+
+    Every argument is optional; what is not given is read from ``environ``
+    (``os.environ`` by default), and what is not there takes the embedded
+    default, or the App Engine service when running on App Engine. Backend
+    arguments take a URL string or a ready backend object.
+
+    Backends are built on first use and then shared; building one is
+    thread-safe. URLs are validated here, at construction.
+    """
+
+    def __init__(
+        self,
+        *,
+        secret_key: str | bytes | list[str | bytes] | None = None,
+        data_dir: str | None = None,
+        cache: Any = None,
+        store: Any = None,
+        queue: Any = None,
+        mail: Any = None,
+        email_queue_name: str | None = None,
+        bootstrap: str | Callable[[], Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self.environ = env
+        self.on_app_engine = on_app_engine(env)
+        self.data_dir = os.path.abspath(
+            data_dir or env.get("GAESERVICES_DATA_DIR") or os.path.join(os.getcwd(), ".gaeservices")
+        )
+        self.email_queue_name = email_queue_name or env.get("EMAIL_QUEUE_NAME") or "default"
+        bootstrap = bootstrap if bootstrap is not None else env.get("GAESERVICES_BOOTSTRAP") or None
+        if isinstance(bootstrap, str) and ":" not in bootstrap:
+            raise ConfigurationError(
+                f"GAESERVICES_BOOTSTRAP={bootstrap!r} must have the form package.module:callable"
+            )
+        self.bootstrap = bootstrap
+
+        if secret_key is None:
+            secret_key = env.get("GAESERVICES_SECRET_KEY") or None
+        self._secret_keys = _parse_keys(secret_key) if secret_key is not None else None
+        if self._secret_keys is not None and not self._secret_keys:
+            raise ConfigurationError("GAESERVICES_SECRET_KEY is set but holds no key")
+
+        defaults = self._defaults()
+        self._specs: dict[str, Any] = {}
+        for kind, given in (("cache", cache), ("store", store), ("queue", queue), ("mail", mail)):
+            variable = ENV_NAMES[kind]
+            if given is None:
+                from_env = env.get(variable)
+                if from_env:
+                    given = from_env
+                else:
+                    given, variable = defaults[kind], f"{variable} (default)"
+            if isinstance(given, str):
+                self._specs[kind] = parse_backend_url(kind, given, variable)
+            else:
+                self._specs[kind] = given
+        self._backends: dict[str, Any] = {}
+        self._lock = threading.RLock()
+        self._signers: dict[tuple[str, bool], Any] = {}
+
+    def _defaults(self) -> dict[str, str]:
+        if self.on_app_engine:
+            return {
+                "cache": "appengine://",
+                "store": "datastore://",
+                "queue": "appengine://",
+                "mail": "appengine://",
+            }
+        return {
+            "cache": "memory://",
+            "store": "sqlite:///" + os.path.join(self.data_dir, "store.sqlite3"),
+            "queue": "local://",
+            "mail": "console://",
+        }
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Services:
+        """Build from environment variables; keyword arguments override them."""
+        return cls(environ=environ, **overrides)
+
+    # -- backends ---------------------------------------------------------
+
+    def backend_url(self, kind: str) -> BackendURL | None:
+        """The parsed URL a backend was configured with (None for a given object)."""
+        spec = self._specs[kind]
+        return spec if isinstance(spec, BackendURL) else None
+
+    def _backend(self, kind: str) -> Any:
+        backend = self._backends.get(kind)
+        if backend is not None:
+            return backend
+        with self._lock:
+            backend = self._backends.get(kind)
+            if backend is None:
+                spec = self._specs[kind]
+                if isinstance(spec, BackendURL):
+                    cls = import_backend(BACKENDS[kind][spec.scheme][0])
+                    backend = cls.from_url(spec, self)
+                else:
+                    backend = spec
+                self._backends[kind] = backend
+            return backend
+
+    @property
+    def cache(self) -> Any:
+        """The cache backend (:class:`gaeservices.cache.api.Cache`)."""
+        return self._backend("cache")
+
+    @property
+    def store(self) -> Any:
+        """The durable key-value store."""
+        return self._backend("store")
+
+    @property
+    def queue(self) -> Any:
+        """The task queue backend."""
+        return self._backend("queue")
+
+    @property
+    def mail(self) -> Any:
+        """The mail backend."""
+        return self._backend("mail")
+
+    def close(self) -> None:
+        """Close every backend that was built (connections, pools, threads)."""
+        with self._lock:
+            backends, self._backends = self._backends, {}
+        for backend in backends.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # closing must not hide the caller's own error
+                    logger.exception("closing %r failed", backend)
+
+    # -- secrets ----------------------------------------------------------
+
+    @property
+    def secret_keys(self) -> list[bytes]:
+        """Signing keys, newest first. Generated once into the data dir if none is set."""
+        if self._secret_keys is None:
+            with self._lock:
+                if self._secret_keys is None:
+                    self._secret_keys = [self._generated_key()]
+        return self._secret_keys
+
+    def _generated_key(self) -> bytes:
+        if self.on_app_engine:
+            raise ConfigurationError(
+                "GAESERVICES_SECRET_KEY must be set on App Engine: instances share no disk, "
+                "so a generated key would differ from one instance to the next"
+            )
+        path = os.path.join(self.data_dir, "secret_key")
+        try:
+            with open(path, "rb") as f:
+                key = f.read().strip()
+            if key:
+                return key
+        except FileNotFoundError:
+            pass
+        os.makedirs(self.data_dir, exist_ok=True)
+        key = secrets.token_urlsafe(48).encode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process won the race: use its key
+            with open(path, "rb") as f:
+                return f.read().strip()
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        logger.warning(
+            "GAESERVICES_SECRET_KEY is not set: generated a signing key into %s. "
+            "Set GAESERVICES_SECRET_KEY for any deployment with more than one machine.",
+            path,
+        )
+        return key
+
+    def signer(self, salt: str, *, timestamped: bool = False) -> Any:
+        """An itsdangerous signer for ``salt``: the newest key signs, every key verifies."""
+        signer = self._signers.get((salt, timestamped))
+        if signer is None:
+            import itsdangerous
+
+            cls = itsdangerous.TimestampSigner if timestamped else itsdangerous.Signer
+            # itsdangerous signs with the *last* key of the list; ours is newest first.
+            signer = cls(list(reversed(self.secret_keys)), salt=salt, digest_method=_sha256)
+            self._signers[(salt, timestamped)] = signer
+        return signer
+
+    def __repr__(self) -> str:
+        described = {
+            kind: (_redact(spec.url) if isinstance(spec, BackendURL) else type(spec).__name__)
+            for kind, spec in self._specs.items()
+        }
+        return f"<Services {described}>"
+
+
+def _sha256(data: bytes = b"") -> Any:
+    import hashlib
+
+    return hashlib.sha256(data)
+
+
+def _parse_keys(value: str | bytes | list[str | bytes]) -> list[bytes]:
+    if isinstance(value, (str, bytes)):
+        text = value.decode() if isinstance(value, bytes) else value
+        items: list[str | bytes] = [part.strip() for part in text.split(",")]
+    else:
+        items = list(value)
+    keys = [k.encode() if isinstance(k, str) else bytes(k) for k in items]
+    return [k for k in keys if k]
+
+
+# --- the process-wide default ------------------------------------------------
+
+_default: Services | None = None
+_default_lock = threading.Lock()
+
+
+def get_services() -> Services:
+    """The process-wide :class:`Services`, built from the environment on first use."""
+    global _default
+    services = _default
+    if services is None:
+        with _default_lock:
+            if _default is None:
+                _default = Services.from_environ()
+            services = _default
+    return services
+
+
+def set_services(services: Services | None) -> Services | None:
+    """Install ``services`` as the process-wide default; returns the previous one.
+
+    ``set_services(None)`` forgets the default, so the next :func:`get_services`
+    rebuilds it from the environment.
+    """
+    global _default
+    with _default_lock:
+        previous, _default = _default, services
+    return previous

@@ -1,0 +1,56 @@
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as f:
+    long_description = f.read()
+
+SQL = ["SQLAlchemy>=2.0", "psycopg[binary]>=3.1"]
+APPENGINE = ["appengine-python-standard>=1.1"]
+CELERY = ["celery>=5.3", "redis>=5"]
+DJANGO = ["Django>=4.2"]
+DEMO = ["waitress>=3"] + SQL
+
+setup(
+    name="gaeservices",
+    version="0.1.0",
+    description="App Engine's services (cache, sessions, tasks, mail, file transfers) for any WSGI app",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["gaeservices", "gaeservices.*"]),
+    install_requires=["WebOb>=1.8", "itsdangerous>=2.1", "pymemcache>=4.0"],
+    extras_require={
+        "appengine": APPENGINE,
+        "sql": SQL,
+        "celery": CELERY,
+        "django": DJANGO,
+        "demo": DEMO,
+        "dev": sorted(
+            set(
+                SQL
+                + APPENGINE
+                + CELERY
+                + DJANGO
+                + DEMO
+                + [
+                    "pytest>=7",
+                    "pytest-timeout>=2",
+                    "hypothesis>=6",
+                    "aiosmtpd>=1.4",
+                    # peers the benchmarks measure against
+                    "Beaker>=1.12",
+                    "python-memcached>=1.59",
+                    "huey>=2.5",
+                    "whitenoise>=6",
+                    "Werkzeug>=3",
+                ]
+            )
+        ),
+    },
+    entry_points={"console_scripts": ["gaeservices = gaeservices.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Django",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Middleware",
+    ],
+)

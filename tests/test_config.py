@@ -1,0 +1,137 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gaeservices import ConfigurationError, Services, get_services, set_services
+from gaeservices.config import BackendURL, on_app_engine, parse_backend_url
+
+
+def test_defaults_are_embedded(tmp_path):
+    svc = Services(environ={}, data_dir=str(tmp_path))
+    assert svc.backend_url("cache").scheme == "memory"
+    assert svc.backend_url("store").url == f"sqlite:///{tmp_path}/store.sqlite3"
+    assert svc.backend_url("queue").scheme == "local"
+    assert svc.email_queue_name == "default"
+
+
+def test_environment_is_read(tmp_path):
+    env = {
+        "GAESERVICES_CACHE": "memcache://10.0.0.1:11211,10.0.0.2:11211",
+        "GAESERVICES_STORE": "postgresql://u:p@db:5432/app",
+        "GAESERVICES_QUEUE": "immediate://",
+        "GAESERVICES_DATA_DIR": str(tmp_path),
+        "EMAIL_QUEUE_NAME": "mail",
+        "GAESERVICES_SECRET_KEY": "new, old",
+    }
+    svc = Services(environ=env)
+    assert svc.backend_url("cache").hosts == [("10.0.0.1", 11211), ("10.0.0.2", 11211)]
+    assert svc.backend_url("store").password == "p"
+    assert svc.email_queue_name == "mail"
+    assert svc.secret_keys == [b"new", b"old"]
+    assert "p@" not in repr(svc)  # the password is redacted
+
+
+def test_arguments_override_environment(tmp_path):
+    svc = Services(environ={"GAESERVICES_CACHE": "memcache://a:1"}, cache="memory://", data_dir=str(tmp_path))
+    assert svc.backend_url("cache").scheme == "memory"
+
+
+def test_app_engine_defaults(tmp_path):
+    env = {"GAE_ENV": "standard", "GAE_SERVICE": "default", "GAE_INSTANCE": "x"}
+    assert on_app_engine(env)
+    assert not on_app_engine({"GAE_ENV": "localdev"})
+    svc = Services(environ=env, data_dir=str(tmp_path))
+    assert svc.backend_url("cache").scheme == "appengine"
+    assert svc.backend_url("store").scheme == "datastore"
+    assert svc.backend_url("queue").scheme == "appengine"
+    with pytest.raises(ConfigurationError, match="GAESERVICES_SECRET_KEY must be set"):
+        svc.secret_keys
+
+
+@pytest.mark.parametrize(
+    "variable, value, fragment",
+    [
+        ("GAESERVICES_CACHE", "redis://x:1", "unknown backend 'redis'"),
+        ("GAESERVICES_CACHE", "memcache://", "at least one host:port"),
+        ("GAESERVICES_CACHE", "memcache://host", "has no port"),
+        ("GAESERVICES_CACHE", "memcache://host:99999", "bad port"),
+        ("GAESERVICES_CACHE", "localhost:11211", "is not a URL"),
+        ("GAESERVICES_STORE", "sqlite://", "a path is required"),
+        ("GAESERVICES_STORE", "mysql://x/y", "unknown backend 'mysql'"),
+        ("GAESERVICES_QUEUE", "local://somewhere", "takes no host"),
+    ],
+)
+def test_bad_urls_fail_at_construction(tmp_path, variable, value, fragment):
+    with pytest.raises(ConfigurationError) as info:
+        Services(environ={variable: value}, data_dir=str(tmp_path))
+    message = str(info.value)
+    assert variable in message
+    assert fragment in message
+    assert "accepted forms" in message or "expected" in message
+
+
+def test_password_is_not_echoed_in_errors():
+    with pytest.raises(ConfigurationError) as info:
+        parse_backend_url("store", "mysql://user:hunter2@db/x")
+    assert "hunter2" not in str(info.value)
+
+
+def test_url_parsing():
+    url = BackendURL("memcache://[::1]:11211,host:11212?timeout=0.5&noreply=1")
+    assert url.hosts == [("::1", 11211), ("host", 11212)]
+    assert url.option("timeout", cast=float) == 0.5
+    assert url.option("noreply", cast=bool) is True
+    assert url.option("missing", 7, int) == 7
+
+
+def test_secret_key_generated_once(tmp_path, caplog):
+    first = Services(environ={}, data_dir=str(tmp_path))
+    with caplog.at_level("WARNING"):
+        key = first.secret_keys[0]
+    assert "GAESERVICES_SECRET_KEY is not set" in caplog.text
+    assert len(key) >= 32
+    assert oct(os.stat(tmp_path / "secret_key").st_mode & 0o777) == "0o600"
+    second = Services(environ={}, data_dir=str(tmp_path))
+    assert second.secret_keys == [key]
+
+
+def test_rotated_keys_verify_newest_signs(tmp_path):
+    old = Services(environ={}, secret_key="old", data_dir=str(tmp_path))
+    token = old.signer("x").sign(b"payload")
+    rotated = Services(environ={}, secret_key="new,old", data_dir=str(tmp_path))
+    assert rotated.signer("x").unsign(token) == b"payload"
+    new_token = rotated.signer("x").sign(b"payload")
+    assert Services(environ={}, secret_key="new", data_dir=str(tmp_path)).signer("x").unsign(new_token)
+    with pytest.raises(Exception):
+        old.signer("x").unsign(new_token)
+
+
+def test_process_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("GAESERVICES_DATA_DIR", str(tmp_path))
+    previous = set_services(None)
+    try:
+        assert get_services() is get_services()
+    finally:
+        set_services(previous)
+
+
+def test_backend_objects_are_accepted(tmp_path):
+    sentinel = object()
+    assert Services(environ={}, cache=sentinel, data_dir=str(tmp_path)).cache is sentinel
+
+
+def test_import_is_light():
+    code = (
+        "import sys, time; t = time.perf_counter(); import gaeservices; "
+        "print(time.perf_counter() - t); "
+        "print(' '.join(m for m in ('google.appengine', 'django', 'celery', 'sqlalchemy', 'webob', 'itsdangerous') if m in sys.modules))"
+    )
+    timings = []
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        seconds, heavy = out.splitlines()[0], out.splitlines()[1:]
+        timings.append(float(seconds))
+        assert heavy in ([], [""]), heavy
+    assert min(timings) < 0.05, timings
