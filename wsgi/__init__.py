@@ -1,0 +1,1 @@
+"""Deployable WSGI modules: point a WSGI server at ``wsgi.<name>:application``."""
