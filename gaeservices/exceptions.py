@@ -33,3 +33,14 @@ class ValueTooLargeError(CacheError, ValueError):
 
 class StoreError(GAEServicesError):
     """The durable store failed; nothing was half-written."""
+
+
+class FileTransferError(GAEServicesError):
+    """Base class of file-transfer errors."""
+
+
+class UploadRejectedError(FileTransferError):
+    """An upload's one-time token is missing, forged, expired or already used.
+
+    Nothing from the rejected request was stored; answer it with 403.
+    """
