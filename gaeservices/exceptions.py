@@ -31,6 +31,10 @@ class ValueTooLargeError(CacheError, ValueError):
     """A value exceeds the backend's item size limit; it was not stored."""
 
 
+class NotAnIntegerError(CacheError, TypeError):
+    """``incr``/``decr`` met a value that is not an unsigned 64-bit integer."""
+
+
 class StoreError(GAEServicesError):
     """The durable store failed; nothing was half-written."""
 
@@ -44,3 +48,28 @@ class UploadRejectedError(FileTransferError):
 
     Nothing from the rejected request was stored; answer it with 403.
     """
+
+
+class TaskError(GAEServicesError):
+    """Base class of deferred-task errors."""
+
+
+class PermanentTaskFailure(TaskError):
+    """Raised by a task to fail for good: answered 200, never retried, recorded as failed."""
+
+
+class SingularTaskFailure(TaskError):
+    """Raised by a task to fail this once: answered 408 and retried, without a traceback."""
+
+
+class InvalidTaskError(TaskError, ValueError):
+    """``defer`` was given something the worker could not run (a lambda, a nested
+    function, a function of ``__main__``, an unpicklable argument, a bad option)."""
+
+
+class TaskAlreadyExistsError(TaskError):
+    """A task of that name is queued, or finished within the name's tombstone period."""
+
+
+class UnsupportedTaskOptionError(TaskError):
+    """The queue backend cannot honour an option (``_transactional`` off App Engine)."""
