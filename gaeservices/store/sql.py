@@ -192,11 +192,15 @@ class SQLStore:
                 conn.execute(create_table)
                 for statement in create_indexes:
                     conn.execute(statement)
-        except StoreError:
+        except StoreError as failure:
             # Two processes creating the table at once: PostgreSQL may refuse the
             # second even with IF NOT EXISTS. Its table is as good as ours.
-            if not sa.inspect(self.engine).has_table(self.table.name):
-                raise
+            try:
+                exists = sa.inspect(self.engine).has_table(self.table.name)
+            except sa_exc.SQLAlchemyError:
+                exists = False
+            if not exists:
+                raise failure
 
     def __repr__(self) -> str:
         return f"<SQLStore {self.engine.url!r} table={self.table.name}>"
