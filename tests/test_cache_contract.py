@@ -18,7 +18,7 @@ from gaeservices.config import BackendURL, import_backend, BACKENDS
 from gaeservices.exceptions import NotAnIntegerError, ValueTooLargeError
 
 DAY = 24 * 3600
-BACKEND_NAMES = ["memory"]
+BACKEND_NAMES = ["memory", "memcache"]
 
 
 class Colour(enum.Enum):

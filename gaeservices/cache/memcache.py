@@ -1,0 +1,380 @@
+"""``memcache://host:port[,host:port...]``: memcached through pymemcache.
+
+One server is reached through a :class:`pymemcache.PooledClient` (a pool of
+connections shared by threads); several through a :class:`pymemcache.HashClient`,
+which picks each key's server by rendezvous hashing, so ``gets``/``cas`` and
+``incr`` always reach the server that holds the key.
+
+A dead server does not take the application down. The first failed call logs a
+warning; from then until ``retry_delay`` seconds have passed, calls on that
+server do not touch the network: reads are misses, writes return False,
+``incr`` returns None. Then one call tries the server again. Keys are never
+moved to another server while theirs is down, so nothing stale is served when
+it comes back. At most one warning is logged per server and retry period.
+
+URL options: ``connect_timeout`` and ``timeout`` (seconds, default 1),
+``retry_delay`` (seconds, default 10), ``max_pool_size`` (connections per
+server, unbounded by default), ``max_item_size`` (match the server's ``-I``;
+default 1m), ``key_prefix``, ``default_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pymemcache.client.base import Client, PooledClient
+from pymemcache.client.hash import HashClient
+from pymemcache.exceptions import (
+    MemcacheClientError,
+    MemcacheServerError,
+    MemcacheUnexpectedCloseError,
+)
+
+from ..exceptions import CacheError, ConfigurationError, NotAnIntegerError, ValueTooLargeError
+from .api import DEFAULT_TIMEOUT, _MISSING, Cache, common_options, decode
+
+__all__ = ["MemcacheCache"]
+
+logger = logging.getLogger("gaeservices.cache")
+
+_NETWORK_ERRORS = (OSError, MemcacheUnexpectedCloseError)
+_OPTIONS = {
+    "key_prefix",
+    "default_timeout",
+    "max_item_size",
+    "connect_timeout",
+    "timeout",
+    "retry_delay",
+    "max_pool_size",
+}
+
+
+class _Client(Client):
+    """A pymemcache client for keys that :meth:`Cache._key` has already made valid."""
+
+    def check_key(self, key: Any, key_prefix: bytes) -> bytes:
+        return key
+
+
+class _Serde:
+    """Values reach pymemcache already encoded by :meth:`Cache._encode`."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def serialize(key: bytes, value: tuple[bytes, int]) -> tuple[bytes, int]:
+        return value
+
+    @staticmethod
+    def deserialize(key: Any, data: bytes, flags: int) -> Any:
+        return decode(data, flags)
+
+
+_SERDE = _Serde()
+
+
+class MemcacheCache(Cache):
+    """memcached on one or several servers (``host:port`` strings or tuples)."""
+
+    def __init__(
+        self,
+        servers: Sequence[str | tuple[str, int]],
+        *,
+        connect_timeout: float = 1.0,
+        timeout: float = 1.0,
+        retry_delay: float = 10.0,
+        max_pool_size: int | None = None,
+        key_prefix: str = "",
+        default_timeout: float | None = 300,
+        max_item_size: int = 1024 * 1024,
+    ) -> None:
+        super().__init__(
+            key_prefix=key_prefix, default_timeout=default_timeout, max_item_size=max_item_size
+        )
+        if not servers:
+            raise ConfigurationError("memcache needs at least one server")
+        self.servers = [_server(s) for s in servers]
+        self.retry_delay = float(retry_delay)
+        options = dict(
+            serde=_SERDE,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            no_delay=True,
+            default_noreply=False,  # a set that failed must say so
+            max_pool_size=max_pool_size,
+        )
+        self._single = len(self.servers) == 1
+        if self._single:
+            client: Any = PooledClient(self.servers[0], **options)
+            client.client_class = _Client
+        else:
+            client = HashClient(
+                self.servers,
+                use_pooling=True,
+                # Never take a server out of the ring: its keys would move to
+                # another server and be stale when it returns. While it is
+                # failing, HashClient answers for it without the network.
+                retry_attempts=2**62,
+                retry_timeout=self.retry_delay,
+                ignore_exc=False,
+                **options,
+            )
+            client.client_class = _Client
+            for pooled in client.clients.values():
+                pooled.client_class = _Client
+        self._client = client
+        # Single server only: when it failed, and so when to try it again.
+        self._down_until = 0.0
+        self._warned_until: dict[str, float] = {}
+        self._warn_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: Any, services: Any = None) -> MemcacheCache:
+        unknown = set(url.options) - _OPTIONS
+        if unknown:
+            raise ConfigurationError(
+                f"{url!r}: unknown option(s) {', '.join(sorted(unknown))}; accepted: "
+                + ", ".join(sorted(_OPTIONS))
+            )
+        options = common_options(url)
+        for name, cast in (
+            ("connect_timeout", float),
+            ("timeout", float),
+            ("retry_delay", float),
+            ("max_pool_size", int),
+        ):
+            text = url.options.get(name)
+            if text:
+                try:
+                    options[name] = cast(text)
+                except ValueError:
+                    raise ConfigurationError(f"{url!r}: {name}={text!r} is not a number") from None
+        return cls([(host, port) for host, port in url.hosts], **options)
+
+    # -- failure handling ----------------------------------------------------
+
+    def _is_down(self) -> bool:
+        if time.monotonic() < self._down_until:
+            return True
+        self._down_until = 0.0  # the delay is over: let this call try the server
+        return False
+
+    def _failed(self, exc: BaseException, key: bytes | None = None) -> None:
+        """A network failure: remember it (one server) and warn once per retry period."""
+        now = time.monotonic()
+        if self._single:
+            self._down_until = now + self.retry_delay
+            server = "%s:%s" % self.servers[0]
+        elif key is not None:
+            server = self._client.hasher.get_node(key)
+        else:
+            server = ",".join("%s:%s" % s for s in self.servers)
+        with self._warn_lock:
+            if now < self._warned_until.get(server, 0.0):
+                return
+            self._warned_until[server] = now + self.retry_delay
+        logger.warning(
+            "memcached at %s failed (%s: %s); treating it as empty and retrying in %gs",
+            server,
+            type(exc).__name__,
+            exc,
+            self.retry_delay,
+        )
+
+    def _refused(self, exc: MemcacheServerError, value_size: int = 0) -> bool:
+        """A store the server refused: too large is the caller's error, anything else is False."""
+        if "too large" in str(exc):
+            raise ValueTooLargeError(
+                f"memcached refused a value of {value_size} bytes as too large; raise its -I "
+                f"or store less (max_item_size={self.max_item_size})"
+            ) from None
+        logger.warning("memcached refused to store an item: %s", exc)
+        return False
+
+    # -- the API -------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        key = self._key(key)
+        if self._down_until and self._is_down():
+            return default
+        try:
+            value = self._client.get(key, _MISSING)
+        except _NETWORK_ERRORS as exc:
+            self._failed(exc, key)
+            return default
+        return default if value is _MISSING else value
+
+    def _store(self, command: str, key: str, value: Any, timeout: Any) -> bool:
+        server_key = self._key(key)
+        encoded = self._encode(value)
+        expire = self._expire(timeout)
+        if self._down_until and self._is_down():
+            return False
+        try:
+            return bool(getattr(self._client, command)(server_key, encoded, expire))
+        except _NETWORK_ERRORS as exc:
+            self._failed(exc, server_key)
+            return False
+        except MemcacheServerError as exc:
+            return self._refused(exc, len(encoded[0]))
+
+    def set(self, key: str, value: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
+        server_key = self._key(key)
+        encoded = self._encode(value)
+        expire = self._expire(timeout)
+        if self._down_until and self._is_down():
+            return False
+        try:
+            return bool(self._client.set(server_key, encoded, expire))
+        except _NETWORK_ERRORS as exc:
+            self._failed(exc, server_key)
+            return False
+        except MemcacheServerError as exc:
+            return self._refused(exc, len(encoded[0]))
+
+    def add(self, key: str, value: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
+        return self._store("add", key, value, timeout)
+
+    def replace(self, key: str, value: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
+        return self._store("replace", key, value, timeout)
+
+    def delete(self, key: str) -> bool:
+        server_key = self._key(key)
+        if self._down_until and self._is_down():
+            return False
+        try:
+            return bool(self._client.delete(server_key, noreply=False))
+        except _NETWORK_ERRORS as exc:
+            self._failed(exc, server_key)
+            return False
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        server_keys = {self._key(key): key for key in keys}
+        if not server_keys or (self._down_until and self._is_down()):
+            return {}
+        try:
+            found = self._client.get_many(list(server_keys))
+        except _NETWORK_ERRORS as exc:
+            self._failed(exc)
+            return {}
+        return {server_keys[key]: value for key, value in found.items()}
+
+    def set_many(self, mapping: Mapping[str, Any], *, timeout: Any = DEFAULT_TIMEOUT) -> list[str]:
+        # Everything is encoded (and size-checked) before anything is sent.
+        encoded = {}
+        originals = {}
+        for key, value in mapping.items():
+            server_key = self._key(key)
+            encoded[server_key] = self._encode(value)
+            originals[server_key] = key
+        if not encoded:
+            return []
+        expire = self._expire(timeout)
+        if self._down_until and self._is_down():
+            return list(mapping)
+        try:
+            failed = self._client.set_many(encoded, expire)
+        except _NETWORK_ERRORS as exc:
+            self._failed(exc)
+            return list(mapping)
+        except MemcacheServerError as exc:
+            self._refused(exc, max(len(data) for data, _ in encoded.values()))
+            return list(mapping)
+        return [originals[key] for key in failed]
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        server_keys = [self._key(key) for key in keys]
+        if not server_keys or (self._down_until and self._is_down()):
+            return
+        try:
+            self._client.delete_many(server_keys, noreply=False)
+        except _NETWORK_ERRORS as exc:
+            self._failed(exc)
+
+    def gets(self, key: str, default: Any = None) -> tuple[Any, Any]:
+        server_key = self._key(key)
+        if self._down_until and self._is_down():
+            return default, None
+        try:
+            result = self._client.gets(server_key)
+        except _NETWORK_ERRORS as exc:
+            self._failed(exc, server_key)
+            return default, None
+        if not result or result[1] is None:  # a miss, or a server in its retry delay
+            return default, None
+        return result
+
+    def cas(self, key: str, value: Any, token: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
+        if token is None:
+            return False
+        server_key = self._key(key)
+        encoded = self._encode(value)
+        expire = self._expire(timeout)
+        if self._down_until and self._is_down():
+            return False
+        try:
+            return bool(self._client.cas(server_key, encoded, token, expire))
+        except _NETWORK_ERRORS as exc:
+            self._failed(exc, server_key)
+            return False
+        except MemcacheServerError as exc:
+            return self._refused(exc, len(encoded[0]))
+
+    def touch(self, key: str, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
+        server_key = self._key(key)
+        expire = self._expire(timeout)
+        if self._down_until and self._is_down():
+            return False
+        try:
+            return bool(self._client.touch(server_key, expire, noreply=False))
+        except _NETWORK_ERRORS as exc:
+            self._failed(exc, server_key)
+            return False
+
+    def _incr(self, key: bytes, delta: int, decrement: bool) -> int | None:
+        if self._down_until and self._is_down():
+            return None
+        try:
+            if decrement:
+                result = self._client.decr(key, delta)
+            else:
+                result = self._client.incr(key, delta)
+        except _NETWORK_ERRORS as exc:
+            self._failed(exc, key)
+            return None
+        except MemcacheClientError as exc:
+            if "non-numeric" in str(exc):
+                raise NotAnIntegerError(
+                    "cannot increment or decrement a value that is not an unsigned integer"
+                ) from None
+            raise CacheError(f"memcached refused incr/decr: {exc}") from exc
+        # HashClient answers False for a server in its retry delay.
+        return None if result is None or result is False else result
+
+    def clear(self) -> None:
+        if self._down_until and self._is_down():
+            return
+        try:
+            self._client.flush_all(noreply=False)
+        except _NETWORK_ERRORS as exc:
+            self._failed(exc)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __repr__(self) -> str:
+        servers = ",".join("%s:%s" % s for s in self.servers)
+        return f"<MemcacheCache {servers} prefix={self.key_prefix!r}>"
+
+
+def _server(spec: str | tuple[str, int]) -> tuple[str, int]:
+    if isinstance(spec, tuple):
+        return spec[0], int(spec[1])
+    host, _, port = spec.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigurationError(f"memcache server {spec!r} must be host:port")
+    return host.strip("[]"), int(port)
