@@ -1,0 +1,112 @@
+"""The ``xsendfile`` and ``xaccel`` backends: the front server sends the file.
+
+The application answers with headers only; Apache (mod_xsendfile) or lighttpd reads
+``X-Sendfile: /absolute/path``, nginx reads ``X-Accel-Redirect: /internal/uri``
+and serves the file itself, ranges and conditional requests included. The worker
+is free as soon as the headers are out.
+
+Paths with CR or LF are refused (404): they cannot travel in a header. Non-ASCII
+path bytes travel as latin-1 (PEP 3333's convention) in ``X-Sendfile``; the nginx
+URI is percent-encoded, which nginx decodes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote
+
+from .disposition import disposition_headers
+from .paths import UnsafePath, refuse, within
+from .sources import local_file, real_root
+from .stream_backend import make_response, not_found_response
+
+__all__ = ["XSendfileBackend", "XAccelBackend"]
+
+
+def _header_headers(source: Any, save_as: bool | str, content_type: str | None) -> list[tuple[str, str]]:
+    return [
+        ("Content-Type", content_type or source.info.content_type),
+        ("X-Content-Type-Options", "nosniff"),
+        *disposition_headers(save_as, source.filename),
+        ("Content-Length", "0"),
+    ]
+
+
+class _FrontServerBackend:
+    __slots__ = ("root",)
+
+    def __init__(self, *, root: str) -> None:
+        self.root = root
+
+    def serve(
+        self,
+        request: Any,
+        file: Any,
+        *,
+        save_as: bool | str = False,
+        content_type: str | None = None,
+        root: str | None = None,
+    ) -> Any:
+        try:
+            source = local_file(file, root or self.root)
+            if source.path is None:
+                raise UnsafePath("an open file without an absolute name cannot be handed over")
+            if "\r" in source.path or "\n" in source.path:
+                raise UnsafePath("CR or LF in path")
+            header = self.header(source.path)
+        except UnsafePath as exc:
+            refuse(file, exc)
+            return not_found_response()
+        except OSError:
+            return not_found_response()
+        return make_response("200 OK", [header] + _header_headers(source, save_as, content_type), [])
+
+    def header(self, path: str) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+class XSendfileBackend(_FrontServerBackend):
+    """``X-Sendfile: /absolute/path`` for Apache (mod_xsendfile) and lighttpd."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_settings(cls, settings: Any, value: Any = None) -> XSendfileBackend:
+        return cls(root=settings.root)
+
+    def header(self, path: str) -> tuple[str, str]:
+        return ("X-Sendfile", os.fsencode(path).decode("latin-1"))
+
+
+class XAccelBackend(_FrontServerBackend):
+    """``X-Accel-Redirect: /internal/prefix/<relative path>`` for nginx.
+
+    ``locations`` maps filesystem roots to nginx ``internal`` locations, e.g.
+    ``{"/srv/media": "/protected/media/"}``; a file outside every mapped root is
+    refused (404, logged).
+    """
+
+    __slots__ = ("locations",)
+
+    def __init__(self, *, root: str, locations: Iterable[tuple[str, str]] | dict[str, str]) -> None:
+        super().__init__(root=root)
+        pairs = locations.items() if isinstance(locations, dict) else locations
+        # Longest root first, so nested mappings pick the most specific location.
+        self.locations = sorted(
+            ((real_root(directory), "/" + location.strip("/") + "/") for directory, location in pairs),
+            key=lambda pair: len(pair[0]),
+            reverse=True,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any, value: Any = None) -> XAccelBackend:
+        return cls(root=settings.root, locations=settings.xaccel)
+
+    def header(self, path: str) -> tuple[str, str]:
+        for directory, location in self.locations:
+            if within(path, (directory,)):
+                relative = os.path.relpath(path, directory).replace(os.sep, "/")
+                return ("X-Accel-Redirect", location + quote(os.fsencode(relative), safe="/"))
+        raise UnsafePath("outside every X-Accel-Redirect location")
