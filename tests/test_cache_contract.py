@@ -18,7 +18,7 @@ from gaeservices.config import BackendURL, import_backend, BACKENDS
 from gaeservices.exceptions import NotAnIntegerError, ValueTooLargeError
 
 DAY = 24 * 3600
-BACKEND_NAMES = ["memory", "memcache"]
+BACKEND_NAMES = ["memory", "memcache", "appengine"]
 
 
 class Colour(enum.Enum):
@@ -223,16 +223,21 @@ def test_incr_rejects_non_int_delta(cache):
 
 def test_concurrent_incr_loses_nothing(cache):
     threads, per_thread = 8, 150
+    errors = []
 
     def work():
-        for _ in range(per_thread):
-            cache.incr("shared", 1, default=0)
+        try:
+            for _ in range(per_thread):
+                cache.incr("shared", 1, default=0)
+        except Exception as exc:  # surfaced below: a thread's error must fail the test
+            errors.append(exc)
 
     workers = [threading.Thread(target=work) for _ in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
+    assert errors == []
     assert cache.get("shared") == threads * per_thread
 
 
@@ -266,18 +271,21 @@ def test_cas_fails_after_a_concurrent_write(cache):
 def test_cas_loop_under_threads(cache):
     cache.set("list", [])
 
+    failures = []
+
     def append(n):
-        for _ in range(50):
+        for _ in range(200):
             value, token = cache.gets("list")
             if cache.cas("list", value + [n], token):
                 return
-        raise AssertionError("cas never succeeded")
+        failures.append(n)
 
     workers = [threading.Thread(target=append, args=(n,)) for n in range(6)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
+    assert failures == []
     assert sorted(cache.get("list")) == list(range(6))
 
 
