@@ -1,0 +1,125 @@
+"""Module-level task functions for the task tests.
+
+They live in an importable module (not a test file, not ``__main__``) so that a
+worker subprocess started by a test can import them by name.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from gaeservices.exceptions import PermanentTaskFailure, SingularTaskFailure
+from gaeservices.tasks.context import current_task
+
+calls: list[tuple] = []
+unpickled: list[str] = []
+_lock = threading.Lock()
+
+
+def record(*args, **kwargs):
+    with _lock:
+        calls.append((args, kwargs))
+
+
+def record_context(tag):
+    task = current_task()
+    calls.append((tag, task.name, task.queue, task.execution_count, task.retry_count))
+
+
+def noop():
+    pass
+
+
+def fail_permanently(reason):
+    calls.append(("permanent", reason))
+    raise PermanentTaskFailure(reason)
+
+
+def fail_once_singular(tag):
+    task = current_task()
+    calls.append((tag, task.execution_count))
+    if task.execution_count == 1:
+        raise SingularTaskFailure("not yet")
+
+
+def always_fails(tag):
+    calls.append((tag, time.time()))
+    raise RuntimeError(f"boom {tag}")
+
+
+def fail_until(attempts, tag):
+    task = current_task()
+    calls.append((tag, task.execution_count))
+    if task.execution_count < attempts:
+        raise RuntimeError(f"attempt {task.execution_count} fails")
+
+
+def append_line(path, text):
+    with open(path, "a") as f:
+        f.write(text + "\n")
+
+
+def start_then_block(path, release_path):
+    """Record the start, wait until ``release_path`` exists, record completion.
+
+    The worker killed while it waits never writes "done"; a later run does.
+    """
+    append_line(path, f"start {os.getpid()}")
+    while not os.path.exists(release_path):
+        time.sleep(0.05)
+    append_line(path, f"done {os.getpid()}")
+
+
+class Sentinel:
+    """Records that it was unpickled: proof that pickle.loads ran on a body."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    def __reduce__(self):
+        return (_mark_unpickled, (self.tag,))
+
+
+def _mark_unpickled(tag):
+    unpickled.append(tag)
+    return tag
+
+
+class Counter:
+    """A picklable instance whose methods are deferred."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+
+    def add(self, n):
+        calls.append(("method", self.start + n))
+
+    @staticmethod
+    def static(n):
+        calls.append(("static", n))
+
+    @classmethod
+    def klass(cls, n):
+        calls.append(("classmethod", cls.__name__, n))
+
+    def __call__(self, n):
+        calls.append(("instance", self.start * n))
+
+
+bootstrap_runs: list[int] = []
+
+
+def slow_bootstrap():
+    bootstrap_runs.append(threading.get_ident())
+    time.sleep(0.3)
+
+
+flaky_state = {"fail": True}
+
+
+def flaky_bootstrap():
+    bootstrap_runs.append(1)
+    if flaky_state["fail"]:
+        raise RuntimeError("database not ready")
