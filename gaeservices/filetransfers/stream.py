@@ -326,7 +326,7 @@ def not_found() -> tuple[str, Headers, list[bytes]]:
 
 
 def _plain(status: str, headers: Headers) -> tuple[str, Headers, list[bytes]]:
-    return status, headers + [("Content-Length", "0")], []
+    return status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "0")] + headers, []
 
 
 def respond(
@@ -390,11 +390,7 @@ def respond(
         if if_range is None or _if_range_holds(if_range.strip(), info):
             ranges = parse_ranges(range_header, size)
             if ranges == []:
-                return (
-                    "416 Range Not Satisfiable",
-                    [("Content-Range", f"bytes */{size}"), ("Content-Length", "0")] + validators,
-                    [],
-                )
+                return _plain("416 Range Not Satisfiable", [("Content-Range", f"bytes */{size}")] + validators)
             if ranges is not None and ranges[0] == (0, size - 1):
                 ranges = None  # the whole file: a plain 200 says it best
 
