@@ -73,3 +73,12 @@ class TaskAlreadyExistsError(TaskError):
 
 class UnsupportedTaskOptionError(TaskError):
     """The queue backend cannot honour an option (``_transactional`` off App Engine)."""
+
+
+class SessionError(GAEServicesError):
+    """A session could not be loaded or saved (its cache or store failed); nothing
+    was half-written."""
+
+
+class SessionTooLargeError(SessionError, ValueError):
+    """The session's data would exceed the middleware's ``max_size``; it was not changed."""
