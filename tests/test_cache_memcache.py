@@ -1,0 +1,164 @@
+"""memcache:// beyond the contract: dead servers, several servers, the server's item limit."""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import unquote_to_bytes
+
+import pytest
+
+from gaeservices.cache.memcache import MemcacheCache
+from gaeservices.config import BackendURL
+from gaeservices.exceptions import ValueTooLargeError
+from gaeservices.testing import MemcachedServer, free_port
+
+RETRY = 0.5
+
+
+def _warnings(caplog):
+    return [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "gaeservices.cache"]
+
+
+def test_dead_server_degrades_and_recovers(private_memcached, caplog):
+    cache = MemcacheCache.from_url(BackendURL(private_memcached.url + f"?retry_delay={RETRY}&timeout=0.5"))
+    assert cache.set("k", "v") is True
+    assert cache.incr("n", default=0) == 1
+    private_memcached.stop()
+    with caplog.at_level(logging.WARNING, logger="gaeservices.cache"):
+        assert cache.get("k", "miss") == "miss"
+        for _ in range(20):  # within the retry delay: no network, no more warnings
+            assert cache.get("k") is None
+            assert cache.set("k", "new") is False
+            assert cache.add("a", 1) is False
+            assert cache.replace("k", 1) is False
+            assert cache.delete("k") is False
+            assert cache.get_many(["k", "a"]) == {}
+            assert cache.set_many({"k": 1, "a": 2}) == ["k", "a"]
+            assert cache.incr("n") is None
+            assert cache.incr("n", default=0) is None
+            assert cache.gets("k", "d") == ("d", None)
+            assert cache.cas("k", 1, b"1") is False
+            assert cache.touch("k") is False
+            assert cache.get_or_set("g", 7) == 7
+            cache.delete_many(["k"])
+            cache.clear()
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1
+    assert private_memcached.address in warnings[0].getMessage()
+
+    # Still down after the delay: one call tries, fails, warns once more.
+    caplog.clear()
+    time.sleep(RETRY + 0.1)
+    with caplog.at_level(logging.WARNING, logger="gaeservices.cache"):
+        assert cache.set("k", "v") is False
+        assert cache.set("k", "v") is False
+    assert len(_warnings(caplog)) == 1
+
+    private_memcached.start()  # empty, as a restarted memcached is
+    assert cache.set("k", "back") is False  # still inside the delay
+    time.sleep(RETRY + 0.1)
+    assert cache.set("k", "back") is True
+    assert cache.get("k") == "back"
+    assert cache.incr("n", default=0) == 1
+    cache.close()
+
+
+def test_server_down_from_the_start(caplog):
+    cache = MemcacheCache([("127.0.0.1", free_port())], connect_timeout=0.5, retry_delay=60)
+    with caplog.at_level(logging.WARNING, logger="gaeservices.cache"):
+        assert cache.get("k", 1) == 1
+        assert cache.set("k", 2) is False
+    assert len(_warnings(caplog)) == 1
+
+
+@pytest.fixture
+def two_servers(memcached, private_memcached):
+    url = f"memcache://{memcached.address},{private_memcached.address}?retry_delay={RETRY}&timeout=0.5"
+    cache = MemcacheCache.from_url(BackendURL(url))
+    yield cache, memcached, private_memcached
+    cache.close()
+
+
+def test_several_servers_share_the_keys(two_servers):
+    cache, one, two = two_servers
+    keys = [f"key{i}" for i in range(200)]
+    assert cache.set_many({k: i for i, k in enumerate(keys)}) == []
+    counts = [int(one.stats()["curr_items"]), int(two.stats()["curr_items"])]
+    assert sum(counts) == 200 and min(counts) > 40, counts
+    assert cache.get_many(keys) == {k: i for i, k in enumerate(keys)}
+    for k in keys[:40]:  # gets/cas and incr reach the server holding the key
+        value, token = cache.gets(k)
+        assert cache.cas(k, value + 1000, token) is True
+        assert cache.incr(k, 1) == value + 1001
+        assert cache.touch(k, timeout=60) is True
+    cache.delete_many(keys[:100])
+    assert len(cache.get_many(keys)) == 100
+    cache.clear()
+    assert cache.get_many(keys) == {}
+
+
+def test_a_dead_server_among_several_loses_only_its_keys(two_servers, caplog):
+    cache, live, dead = two_servers
+    keys = [f"key{i}" for i in range(100)]
+    cache.set_many({k: k for k in keys})
+    on_live = int(live.stats()["curr_items"])
+    dead.stop()
+    with caplog.at_level(logging.WARNING, logger="gaeservices.cache"):
+        stored = [k for k in keys if cache.set(k, "again")]
+        found = {k: cache.get(k) for k in keys}
+    # The live server's keys still work; the dead server's keys are misses and
+    # refused writes - they do not move to the live server.
+    assert len(stored) == on_live
+    assert sum(v == "again" for v in found.values()) == on_live
+    assert sum(v is None for v in found.values()) == 100 - on_live
+    assert int(live.stats()["curr_items"]) == on_live
+    assert 1 <= len(_warnings(caplog)) <= 2
+    assert dead.address in _warnings(caplog)[0].getMessage()
+    dead.start()
+    time.sleep(RETRY + 0.1)
+    assert all(cache.set(k, "third") for k in keys)
+    assert set(cache.get_many(keys).values()) == {"third"}
+
+
+def test_item_limit_matches_the_server():
+    with MemcachedServer(item_size="2m") as server:
+        cache = MemcacheCache.from_url(BackendURL(server.url + "?max_item_size=2m"))
+        assert cache.max_item_size == 2 * 1024 * 1024
+        big = b"x" * (1536 * 1024)
+        assert cache.set("big", big) is True
+        assert cache.get("big") == big
+        with pytest.raises(ValueTooLargeError):
+            cache.set("big", b"x" * (2 * 1024 * 1024 + 1))
+        cache.close()
+
+
+def test_a_limit_larger_than_the_server_is_still_a_clear_error(memcached):
+    # Configured above the server's -I 1m: the server refuses, and that is an error too.
+    cache = MemcacheCache.from_url(BackendURL(memcached.url + "?max_item_size=4m"))
+    with pytest.raises(ValueTooLargeError, match="too large"):
+        cache.set("big", b"x" * (1536 * 1024))
+    assert cache.set("small", b"x") is True  # the connection is still usable
+    assert cache.get("small") == b"x"
+    cache.close()
+
+
+def test_keys_sent_to_memcached_are_valid(memcached):
+    cache = MemcacheCache.from_url(BackendURL(memcached.url + "?key_prefix=app:"))
+    for key in ("plain", "with space", "x" * 300, "ünï"):
+        cache.set(key, 1)
+    # Look at what the server holds: every key printable ASCII, <= 250 bytes, prefixed.
+    import socket
+
+    with socket.create_connection((memcached.host, memcached.port)) as sock:
+        sock.sendall(b"lru_crawler metadump all\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            data += sock.recv(65536)
+    # metadump shows keys URL-encoded.
+    keys = [unquote_to_bytes(line.split()[0][4:]) for line in data.splitlines() if line.startswith(b"key=")]
+    assert len(keys) == 4
+    assert b"app:plain" in keys
+    for key in keys:
+        assert key.startswith(b"app:") and len(key) <= 250
+        assert all(0x21 <= byte <= 0x7E for byte in key), key
