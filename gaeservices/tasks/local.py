@@ -136,7 +136,8 @@ class LocalQueue:
         # SQLite: take the write lock at BEGIN, so two claimers never both read
         # the same rows and then race to upgrade their locks.
         self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
-        self._insert = insert(t).on_conflict_do_nothing(index_elements=["name"])
+        # RETURNING tells whether the row went in: rowcount is unreliable here on psycopg.
+        self._insert = insert(t).on_conflict_do_nothing(index_elements=["name"]).returning(t.c.id)
         self._claim_columns = (t.c.id, t.c.name, t.c.queue, t.c.eta, t.c.created, t.c.attempts, t.c.body, t.c.url, t.c.options)
         b = sa.bindparam
         guard = (t.c.id == b("b_id")) & (t.c.attempts == b("b_attempt")) & (t.c.state == PENDING)
@@ -207,12 +208,11 @@ class LocalQueue:
         }
         connection = self._transaction_connection(task.transactional)
         if connection is not None:
-            inserted = connection.execute(self._insert, row).rowcount
-            if not inserted:
+            if connection.execute(self._insert, row).first() is None:
                 raise TaskAlreadyExistsError(f"a task named {name!r} exists or finished recently")
         else:
             with self.engine.begin() as conn:
-                inserted = conn.execute(self._insert, row).rowcount
+                inserted = conn.execute(self._insert, row).first() is not None
             if not inserted and not self._reuse_tombstone(name, row, now):
                 raise TaskAlreadyExistsError(
                     f"a task named {name!r} is queued, failed, or finished less than "
@@ -241,7 +241,7 @@ class LocalQueue:
             gone = conn.execute(
                 t.delete().where(t.c.name == name, t.c.state == DONE, t.c.eta <= now)
             ).rowcount
-            return bool(gone and conn.execute(self._insert, row).rowcount)
+            return bool(gone) and conn.execute(self._insert, row).first() is not None
 
     # -- claiming and finishing --------------------------------------------------
 

@@ -156,7 +156,7 @@ class Dispatcher:
 
     def _run(self, tasks: list[ClaimedTask]) -> int:
         results: list[tuple[ClaimedTask, TaskResult]] = []
-        deliver = self._post if self.push_to else self._execute
+        deliver = self.deliver
         flush_at = time.monotonic() + FLUSH_SECONDS
         ran = 0
         for index, task in enumerate(tasks):
@@ -175,7 +175,10 @@ class Dispatcher:
             self.processed += ran
         return ran
 
-    def _execute(self, task: ClaimedTask) -> TaskResult:
+    def deliver(self, task: ClaimedTask) -> TaskResult:
+        """Run one claimed task (in-process, or POSTed with ``push_to``); record nothing."""
+        if self.push_to:
+            return self._post(task)
         return self.app.execute(task.body, TaskContext(task.name, task.queue, task.attempt, task.eta))
 
     def _post(self, task: ClaimedTask) -> TaskResult:
