@@ -1,0 +1,219 @@
+"""SessionMiddleware: server-side sessions for any WSGI application.
+
+The cookie carries only a signed session id; the data lives in the cache, the
+store, or both (``mode``). The middleware puts a lazy
+:class:`~gaeservices.sessions.session.Session` at
+``environ["gaeservices.session"]`` and does nothing else unless the application
+touches it: a request that never looks at the session costs one small object
+and makes no cache or store call.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from email.utils import formatdate
+from typing import Any
+
+from ..config import Services, get_services
+from ..exceptions import ConfigurationError
+from .persistence import MODES
+from .session import Session
+
+__all__ = ["SessionMiddleware", "ENVIRON_KEY"]
+
+logger = logging.getLogger("gaeservices.sessions")
+
+ENVIRON_KEY = "gaeservices.session"
+
+_SALT = "gaeservices.session"
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{24}").fullmatch
+_SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
+
+
+class SessionMiddleware:
+    """Give ``app`` a session at ``environ["gaeservices.session"]``.
+
+    Options (keyword-only):
+
+    ``mode``
+        ``"cached_db"`` (default: the store is the truth, the cache serves
+        reads), ``"cache"`` (cache only: fast, lost on eviction or restart) or
+        ``"db"`` (store only).
+    ``services``
+        The :class:`~gaeservices.config.Services` whose cache, store and secret
+        keys to use; the process default when None.
+    ``cookie_name``, ``path``, ``domain``
+        The cookie's name and scope.
+    ``secure``
+        The cookie's Secure flag; None (default) sets it when the request came
+        over https.
+    ``httponly``, ``samesite``
+        Cookie flags; ``samesite`` is ``"Lax"`` (default), ``"Strict"``,
+        ``"None"`` (which needs ``secure=True``) or None to leave it out.
+    ``max_age``
+        Idle lifetime in seconds: a session unused that long is gone.
+    ``absolute_lifetime``
+        Seconds after creation when a session ends however active it is (None
+        for no limit).
+    ``refresh_interval``
+        A session that is only read is written (to push its idle expiry back)
+        at most once per this many seconds; capped at half of ``max_age``.
+    ``max_size``
+        The largest session, in bytes of JSON; setting a value beyond it raises
+        :class:`~gaeservices.exceptions.SessionTooLargeError`.
+    ``key_prefix``
+        Prefix of the session records' keys in the cache and the store.
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        *,
+        mode: str = "cached_db",
+        services: Services | None = None,
+        cookie_name: str = "gaesession",
+        path: str = "/",
+        domain: str | None = None,
+        secure: bool | None = None,
+        httponly: bool = True,
+        samesite: str | None = "Lax",
+        max_age: int = 14 * 24 * 3600,
+        absolute_lifetime: int | None = 30 * 24 * 3600,
+        refresh_interval: int = 3600,
+        max_size: int = 64 * 1024,
+        key_prefix: str = "gaesession:",
+        environ_key: str = ENVIRON_KEY,
+    ) -> None:
+        if mode not in MODES:
+            raise ConfigurationError(f"session mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", cookie_name):
+            raise ConfigurationError(f"cookie_name {cookie_name!r} is not a valid cookie name")
+        if max_age <= 0:
+            raise ConfigurationError("max_age must be a positive number of seconds")
+        if absolute_lifetime is not None and absolute_lifetime <= 0:
+            raise ConfigurationError("absolute_lifetime must be positive, or None")
+        if max_size <= 0:
+            raise ConfigurationError("max_size must be positive")
+        if samesite is not None:
+            if samesite.lower() not in _SAMESITE:
+                raise ConfigurationError(f"samesite must be Lax, Strict, None or None, not {samesite!r}")
+            samesite = _SAMESITE[samesite.lower()]
+            if samesite == "None" and secure is not True:
+                raise ConfigurationError("samesite='None' needs secure=True (browsers refuse it otherwise)")
+        for name, value in (("path", path), ("domain", domain)):
+            if value is not None and re.search(r"[;\s\x00-\x1f\x7f]", value):
+                raise ConfigurationError(f"cookie {name} {value!r} holds characters a cookie cannot")
+
+        self.app = app
+        self.mode = mode
+        self.services = services if services is not None else get_services()
+        self.cookie_name = cookie_name
+        self.secure = secure
+        self.max_age = int(max_age)
+        self.absolute_lifetime = absolute_lifetime
+        self.refresh_interval = min(refresh_interval, self.max_age // 2)
+        self.max_size = max_size
+        self.environ_key = environ_key
+        self.backend = MODES[mode](self.services, prefix=key_prefix, max_age=self.max_age)
+        self.signer = self.services.signer(_SALT)
+        # Built once: every Set-Cookie ends with the same attributes.
+        flags = f"; Path={path}"
+        if domain:
+            flags += f"; Domain={domain}"
+        if httponly:
+            flags += "; HttpOnly"
+        if samesite:
+            flags += f"; SameSite={samesite}"
+        self._flags = flags
+        self._cookie_marker = cookie_name + "="
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        session = Session(self, environ, start_response)
+        environ[self.environ_key] = session
+        result = self.app(environ, session.start_response)
+        if session._loaded or not session._responded:
+            # The session may still change while the body is produced (a
+            # generator application runs only when iterated): save at close.
+            return _Closing(result, session)
+        return result
+
+    # -- cookies -------------------------------------------------------------
+
+    def session_id(self, environ: dict[str, Any]) -> str | None:
+        """The verified session id from the request's cookie, or None."""
+        header = environ.get("HTTP_COOKIE")
+        if not header or self._cookie_marker not in header:
+            return None
+        for part in header.split(";"):
+            name, sep, value = part.strip().partition("=")
+            if not sep or name != self.cookie_name:
+                continue
+            value = value.strip().strip('"')
+            try:
+                sid = self.signer.unsign(value).decode("ascii")
+            except Exception:  # any malformed input is simply not a valid session
+                logger.debug("session cookie with a bad signature ignored: %.40r", value)
+                continue
+            if _SESSION_ID(sid):
+                return sid
+            logger.debug("session cookie with a malformed id ignored")
+        return None
+
+    def cookie(self, environ: dict[str, Any], sid: str, ttl: int) -> str:
+        """The Set-Cookie value that gives the client session ``sid`` for ``ttl`` seconds."""
+        value = self.signer.sign(sid).decode("ascii")
+        expires = formatdate(time.time() + ttl, usegmt=True)
+        return f"{self.cookie_name}={value}; Max-Age={ttl}; Expires={expires}{self._flags}{self._secure(environ)}"
+
+    def expired_cookie(self, environ: dict[str, Any]) -> str:
+        """The Set-Cookie value that removes the session cookie."""
+        return (
+            f"{self.cookie_name}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+            f"{self._flags}{self._secure(environ)}"
+        )
+
+    def _secure(self, environ: dict[str, Any]) -> str:
+        secure = self.secure
+        if secure is None:
+            # Behind a TLS-terminating proxy, have the proxy middleware set
+            # wsgi.url_scheme (or pass secure=True): headers are not trusted here.
+            secure = environ.get("wsgi.url_scheme") == "https"
+        return "; Secure" if secure else ""
+
+    # -- lifetimes -----------------------------------------------------------
+
+    def is_alive(self, created: float, accessed: float, now: float) -> bool:
+        if now - accessed >= self.max_age:
+            return False
+        return self.absolute_lifetime is None or now - created < self.absolute_lifetime
+
+    def ttl(self, created: float, now: float) -> int:
+        """Seconds the session's record (and cookie) should live from ``now``."""
+        ttl = self.max_age
+        if self.absolute_lifetime is not None:
+            ttl = min(ttl, int(created + self.absolute_lifetime - now))
+        return max(ttl, 1)
+
+
+class _Closing:
+    """The application's response, saving the session when the server closes it."""
+
+    __slots__ = ("_result", "_session")
+
+    def __init__(self, result: Iterable[bytes], session: Session) -> None:
+        self._result = result
+        self._session = session
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._result)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._session.finish()

@@ -1,0 +1,405 @@
+"""The per-request session: a lazy mutable mapping of JSON values.
+
+Nothing happens until the application touches the session: the cookie is not
+even parsed. The first access reads the cookie, verifies its signature and
+loads the record (one cache get in ``cache``/``cached_db`` mode). At the end of
+the request the session writes only if something changed, and then only the
+keys that changed, merged atomically into the stored record, so two overlapping
+requests that change different keys both keep their change.
+
+A record is ``{"c": created, "a": last written, "d": {…data…}}`` in JSON. Values
+are checked when they are set: what JSON cannot hold faithfully (objects, NaN,
+dicts with non-string keys) raises ``TypeError`` naming the key, then and there.
+Lists and dicts read from the session may be changed in place; such changes are
+detected at the end of the request by comparing their JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import SessionTooLargeError
+
+if TYPE_CHECKING:
+    from .middleware import SessionMiddleware
+
+__all__ = ["Session", "new_session_id"]
+
+logger = logging.getLogger("gaeservices.sessions")
+
+_DELETED: Any = object()
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_loads = json.loads
+
+
+def new_session_id() -> str:
+    """144 random bits, URL- and cookie-safe."""
+    return secrets.token_urlsafe(18)
+
+
+def _check(key: str, value: Any, where: str = "") -> None:
+    """Raise TypeError if JSON would not give ``value`` back as it is."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return
+    if kind is float:
+        if not math.isfinite(value):
+            raise TypeError(f"session[{key!r}]{where}: {value!r} cannot be stored in JSON")
+        return
+    if kind is list:
+        for i, item in enumerate(value):
+            _check(key, item, f"{where}[{i}]")
+        return
+    if kind is dict:
+        for k, item in value.items():
+            if type(k) is not str:
+                raise TypeError(
+                    f"session[{key!r}]{where}: dict key {k!r} is not a str; JSON keys are strings"
+                )
+            _check(key, item, f"{where}[{k!r}]")
+        return
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return  # str/int/float subclasses (IntEnum…) are stored as their base value
+    raise TypeError(
+        f"session[{key!r}]{where}: {kind.__name__} is not JSON data "
+        "(use str, int, float, bool, None, list and dict with str keys)"
+    )
+
+
+class Session(MutableMapping[str, Any]):
+    """The session of one request, at ``environ["gaeservices.session"]``.
+
+    A mutable mapping of JSON values, loaded on first use and saved at the end of
+    the request if it changed. Also: :meth:`cycle_key` (call it at login) and
+    :meth:`invalidate` (call it at logout).
+    """
+
+    __slots__ = (
+        "_mw", "_environ", "_start_response", "_loaded", "_responded",
+        "_sid", "_cookie", "_raw", "_token", "_data", "_created", "_accessed",
+        "_changed", "_cleared", "_snapshots", "_size", "_cycle", "_expire_cookie",
+        "_saved",
+    )  # fmt: skip
+
+    def __init__(self, middleware: SessionMiddleware, environ: dict[str, Any], start_response: Any) -> None:
+        # Only what the untouched request needs; the rest is set by _load().
+        self._mw = middleware
+        self._environ = environ
+        self._start_response = start_response
+        self._loaded = False
+        self._responded = False
+
+    # -- the mapping ---------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        if not self._loaded:
+            self._load()
+        value = self._data[key]
+        kind = type(value)
+        if (kind is list or kind is dict) and key not in self._snapshots:
+            self._snapshots[key] = _dumps(value)  # to see in-place changes at the end
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not self._loaded:
+            self._load()
+        if type(key) is not str:
+            raise TypeError(f"session keys are str, not {type(key).__name__}")
+        _check(key, value)
+        size = len(_dumps(value)) + len(key) + 6
+        limit = self._mw.max_size
+        if self._size + size > limit and self._exact_size(key, value) > limit:
+            raise SessionTooLargeError(
+                f"session[{key!r}] = <{size} bytes of JSON> would make the session larger "
+                f"than max_size={limit} bytes; nothing was changed"
+            )
+        self._size += size
+        self._data[key] = value
+        self._changed[key] = value
+        self._snapshots.pop(key, None)
+
+    def __delitem__(self, key: str) -> None:
+        if not self._loaded:
+            self._load()
+        del self._data[key]
+        self._changed[key] = _DELETED
+        self._snapshots.pop(key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        if not self._loaded:
+            self._load()
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        if not self._loaded:
+            self._load()
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        if not self._loaded:
+            self._load()
+        return key in self._data
+
+    def clear(self) -> None:
+        if not self._loaded:
+            self._load()
+        self._data.clear()
+        self._changed.clear()
+        self._snapshots.clear()
+        self._cleared = True
+        self._size = 0
+
+    def __repr__(self) -> str:
+        if not self._loaded:
+            return "<Session (not loaded)>"
+        return f"<Session {self._data!r}>"
+
+    # -- the session ---------------------------------------------------------
+
+    @property
+    def id(self) -> str | None:
+        """The session id, or None while the session is new and unsaved."""
+        if not self._loaded:
+            self._load()
+        return self._sid
+
+    @property
+    def is_new(self) -> bool:
+        """True when no stored session came with the request."""
+        if not self._loaded:
+            self._load()
+        return self._raw is None
+
+    @property
+    def accessed(self) -> bool:
+        """True once the application has touched the session in this request."""
+        return self._loaded
+
+    @property
+    def modified(self) -> bool:
+        """True when the session will be written at the end of the request."""
+        return self._loaded and bool(self._changed or self._cleared or self._cycle or self._mutated())
+
+    def cycle_key(self) -> None:
+        """Move the data to a new session id and delete the old one.
+
+        Call it when the user logs in (or gains privileges), so an id planted
+        before login by an attacker (session fixation) is worth nothing after.
+        """
+        if not self._loaded:
+            self._load()
+        self._cycle = True
+
+    def invalidate(self) -> None:
+        """Delete the session's data now and expire its cookie (logout).
+
+        The request goes on with a new, empty session; data set in it is saved
+        under a new id.
+        """
+        if not self._loaded:
+            self._load()
+        if self._sid is not None:
+            self._mw.backend.delete(self._sid)
+            self._expire_cookie = True
+        self._reset(time.time())
+
+    # -- loading -------------------------------------------------------------
+
+    def _load(self) -> None:
+        mw = self._mw
+        now = time.time()
+        self._loaded = True
+        self._cycle = False
+        self._expire_cookie = False
+        self._saved = False
+        sid = mw.session_id(self._environ)
+        if sid is not None:
+            raw, token = mw.backend.load(sid)
+            if raw is not None:
+                try:
+                    record = _loads(raw)
+                    data = record["d"]
+                    created, accessed = record["c"], record["a"]
+                except (ValueError, KeyError, TypeError):
+                    logger.warning("session record %s… is unreadable; starting afresh", sid[:6])
+                else:
+                    if mw.is_alive(created, accessed, now):
+                        self._sid = sid
+                        self._raw = raw
+                        self._token = token
+                        self._data = data
+                        self._created = created
+                        self._accessed = accessed
+                        self._changed = {}
+                        self._snapshots = {}
+                        self._cleared = False
+                        self._size = len(raw)
+                        return
+                    logger.debug("session %s… has outlived its lifetime", sid[:6])
+            else:
+                logger.debug("session %s… is unknown or expired; starting afresh", sid[:6])
+        self._reset(now)
+
+    def _reset(self, now: float) -> None:
+        self._sid = None
+        self._raw = None
+        self._token = None
+        self._data = {}
+        self._created = self._accessed = int(now)
+        self._changed = {}
+        self._snapshots = {}
+        self._cleared = False
+        self._cycle = False
+        self._size = 16
+
+    def _exact_size(self, key: str, value: Any) -> int:
+        data = dict(self._data)
+        data[key] = value
+        self._size = len(_dumps(data)) + 16  # resynchronise the running estimate
+        return self._size
+
+    def _mutated(self) -> dict[str, Any]:
+        data = self._data
+        return {
+            key: data[key]
+            for key, before in self._snapshots.items()
+            if key in data and _dumps(data[key]) != before
+        }
+
+    # -- saving --------------------------------------------------------------
+
+    def _save(self) -> str | None:
+        """Write what changed; the Set-Cookie value to send, or None."""
+        self._saved = True
+        mw = self._mw
+        changes = self._changed
+        mutated = self._mutated() if self._snapshots else None
+        if mutated:
+            changes = {**mutated, **changes}
+        now = time.time()
+        ttl = mw.ttl(self._created, now)
+        if self._sid is None:
+            if not self._data:
+                return mw.expired_cookie(self._environ) if self._expire_cookie else None
+            return self._create(now, ttl)
+        if self._cycle:
+            old = self._sid
+            header = self._create(now, ttl)
+            mw.backend.delete(old)
+            return header
+        if not (changes or self._cleared):
+            if now - self._accessed < mw.refresh_interval:
+                return None  # a read: nothing to write, no cookie to send
+        new = mw.backend.save(self._sid, self._merger(changes, int(now)), self._raw, self._token, ttl)
+        if new is None:
+            logger.debug("session %s… vanished while the request ran; not resurrected", self._sid[:6])
+            return mw.expired_cookie(self._environ)
+        self._raw, self._token = new, None
+        self._accessed = int(now)
+        self._changed = {}
+        self._cleared = False
+        if self._snapshots:
+            self._resnapshot()
+        return mw.cookie(self._environ, self._sid, ttl)
+
+    def _create(self, now: float, ttl: int) -> str:
+        sid = new_session_id()
+        raw = self._encode({"c": self._created, "a": int(now), "d": self._data})
+        self._mw.backend.create(sid, raw, ttl)
+        self._sid = sid
+        self._raw, self._token = raw, None
+        self._accessed = int(now)
+        self._changed = {}
+        self._cleared = self._cycle = False
+        if self._snapshots:
+            self._resnapshot()
+        return self._mw.cookie(self._environ, sid, ttl)
+
+    def _merger(self, changes: dict[str, Any], now: int) -> Any:
+        cleared = self._cleared
+        encode = self._encode
+
+        def merge(stored: bytes | None) -> bytes | None:
+            if stored is None:
+                return None  # deleted (logout) or expired meanwhile: do not resurrect
+            record = _loads(stored)
+            data = {} if cleared else record["d"]
+            for key, value in changes.items():
+                if value is _DELETED:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+            record["d"] = data
+            record["a"] = now
+            return encode(record)
+
+        return merge
+
+    def _encode(self, record: dict[str, Any]) -> bytes:
+        raw = _dumps(record).encode()
+        if len(raw) > self._mw.max_size:
+            raise SessionTooLargeError(
+                f"the session would be {len(raw)} bytes, more than max_size={self._mw.max_size}; "
+                "nothing was written"
+            )
+        return raw
+
+    # -- the WSGI side -------------------------------------------------------
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        """Save (if the session was touched) and add the cookie header."""
+        self._responded = True
+        if self._loaded and not self._saved:
+            if exc_info is None:  # an error response: the request did not complete, keep nothing
+                cookie = self._save()
+                headers = list(headers)
+                if cookie is not None:
+                    headers.append(("Set-Cookie", cookie))
+                _vary_cookie(headers)
+            else:
+                self._abandon()
+        if exc_info is None:
+            return self._start_response(status, headers)
+        return self._start_response(status, headers, exc_info)
+
+    def _abandon(self) -> None:
+        self._saved = True
+        self._changed = {}
+        self._snapshots = {}
+        self._cleared = self._cycle = False
+
+    def _resnapshot(self) -> None:
+        data = self._data
+        self._snapshots = {key: _dumps(data[key]) for key in self._snapshots if key in data}
+
+    def finish(self) -> None:
+        """After the response: save changes made once the headers were sent."""
+        if not self._loaded:
+            return
+        if not self._responded:
+            return
+        if self._saved and not (self._changed or self._cleared or self._mutated()):
+            return
+        if self._sid is None and self._data:
+            logger.warning(
+                "a new session was filled after the response headers were sent; "
+                "it cannot be saved without its cookie"
+            )
+            return
+        self._save()
+
+
+def _vary_cookie(headers: list[tuple[str, str]]) -> None:
+    """Responses that depend on the session must not be shared by caches."""
+    for i, (name, value) in enumerate(headers):
+        if name.lower() == "vary":
+            if "cookie" not in value.lower() and value.strip() != "*":
+                headers[i] = (name, value + ", Cookie")
+            return
+    headers.append(("Vary", "Cookie"))
