@@ -464,3 +464,16 @@ def test_fuzz_conditional_headers(fuzz_services, inm, ims, if_range, ranged, met
     else:
         assert result.code == 200
         assert result.body == (b"" if method == "HEAD" else FUZZ_CONTENT)
+
+
+def test_response_stays_an_ordinary_webob_response(services, root):
+    from webob import Response
+
+    response = serve_file(Request.blank("/"), "notes.txt", services=services, save_as=True)
+    assert isinstance(response, Response) and response.status_int == 200
+    response.headers["Cache-Control"] = "private, max-age=60"
+    response.set_cookie("seen", "1")
+    result = call(lambda environ, start_response: response(environ, start_response))
+    assert result.headers["Cache-Control"] == "private, max-age=60"
+    assert "seen=1" in result.headers["Set-Cookie"]
+    assert result.body == b"hello\n"

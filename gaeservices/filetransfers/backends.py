@@ -81,13 +81,6 @@ def _parse_xaccel(value: str | None, root: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-_VARIABLE_NAMES = (
-    "GAESERVICES_FILES_SERVE",
-    "GAESERVICES_FILES_UPLOAD",
-    "GAESERVICES_FILES_PUBLIC",
-    "GAESERVICES_FILES_ROOT",
-    "GAESERVICES_FILES_XACCEL",
-)
 _settings: dict[tuple[Any, ...], FilesSettings] = {}
 _lock = threading.Lock()
 
@@ -96,7 +89,15 @@ def settings(services: Services | None = None) -> FilesSettings:
     """The file-transfer settings of ``services`` (the process default if None), as set now."""
     services = services or get_services()
     env = services.environ
-    key = (services, *[env.get(name) for name in _VARIABLE_NAMES])
+    get = env.get
+    key = (
+        services,
+        get("GAESERVICES_FILES_SERVE"),
+        get("GAESERVICES_FILES_UPLOAD"),
+        get("GAESERVICES_FILES_PUBLIC"),
+        get("GAESERVICES_FILES_ROOT"),
+        get("GAESERVICES_FILES_XACCEL"),
+    )
     found = _settings.get(key)
     if found is None:
         found = FilesSettings(services)

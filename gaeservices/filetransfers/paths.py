@@ -20,7 +20,7 @@ __all__ = ["UnsafePath", "resolve", "within", "check_name", "refuse"]
 logger = logging.getLogger("gaeservices.filetransfers")
 
 _MAX_REMEMBERED = 4096
-_resolved: dict[tuple[str, str], tuple[str, int, int]] = {}
+_resolved: dict[tuple[str, str], tuple[str, str, int, int]] = {}
 
 
 class UnsafePath(Exception):
@@ -58,11 +58,9 @@ def resolve(root: str, name: str) -> tuple[str, os.stat_result]:
     is not a regular file.
     """
     key = (root, name)
-    joined: str
     remembered = _resolved.get(key)
     if remembered is not None:
-        path, ino, dev = remembered
-        joined = os.path.join(root, name)
+        joined, path, ino, dev = remembered
         st = os.stat(joined)
         if st.st_ino == ino and st.st_dev == dev:
             return path, st
@@ -77,7 +75,7 @@ def resolve(root: str, name: str) -> tuple[str, os.stat_result]:
         raise FileNotFoundError(path)
     if len(_resolved) >= _MAX_REMEMBERED:
         _resolved.pop(next(iter(_resolved)), None)
-    _resolved[key] = (path, st.st_ino, st.st_dev)
+    _resolved[key] = (joined, path, st.st_ino, st.st_dev)
     return path, st
 
 

@@ -41,8 +41,8 @@ class LocalFile:
 
 def local_file(file: Any, root: str) -> LocalFile:
     """Resolve ``file`` (see the module docs); UnsafePath or OSError if it cannot be served."""
-    if isinstance(file, (str, os.PathLike)):
-        name = os.fspath(file)
+    if type(file) is str or isinstance(file, (str, os.PathLike)):
+        name = file if type(file) is str else os.fspath(file)
         if isinstance(name, bytes):
             name = os.fsdecode(name)
         path, st = resolve(real_root(root), name)

@@ -4,23 +4,45 @@ from __future__ import annotations
 
 from typing import Any
 
+from webob import Response
+
 from .disposition import disposition_headers
 from .paths import UnsafePath, refuse
 from .sources import local_file
 from .stream import not_found, respond
 
-__all__ = ["StreamBackend", "make_response", "not_found_response"]
+__all__ = ["FileResponse", "StreamBackend", "make_response", "not_found_response"]
 
 
-def make_response(status: str, headers: list[tuple[str, str]], body: Any) -> Any:
-    """A webob.Response around a ready status, header list and body.
+class FileResponse(Response):
+    """A webob.Response whose status, headers and body are already final.
 
-    conditional_response stays off: the conditional logic already ran, and
-    WebOb's would run it a second time, without If-Range or multiple ranges.
+    It is an ordinary Response to the application (headers can still be read and
+    changed), but building and calling it skips what WebOb would redo per request:
+    parsing the status, adding a default type, making Location absolute (a
+    relative Location is valid HTTP) and running its own conditional logic, which
+    would repeat ours without If-Range or multiple ranges.
     """
-    from webob import Response
 
-    return Response(status=status, headerlist=headers, app_iter=body, conditional_response=False)
+    def __init__(self, status: str, headerlist: list[tuple[str, str]], app_iter: Any) -> None:
+        self._status = status
+        self._headers = None
+        self._headerlist = headerlist
+        self._app_iter = app_iter
+        self.conditional_response = False
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        start_response(self._status, self._headerlist)
+        app_iter = self._app_iter
+        if environ["REQUEST_METHOD"] == "HEAD" and app_iter:
+            close = getattr(app_iter, "close", None)
+            if close is not None:
+                close()
+            return []
+        return app_iter
+
+
+make_response = FileResponse
 
 
 def not_found_response() -> Any:
