@@ -42,6 +42,8 @@ class Dispatcher:
     """Runs the local queue's due tasks on ``threads`` threads until stopped.
 
     ``drain=True`` stops once no task is due. ``lease`` overrides the queue's.
+    ``gather`` is how long a thread that has caught up waits before its next
+    claim, so that tasks arriving one by one are claimed in batches.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Dispatcher:
         lease: float | None = None,
         push_to: str | None = None,
         drain: bool = False,
+        gather: float = 0.005,
     ) -> None:
         self.services = services or get_services()
         queue = self.services.queue
@@ -71,6 +74,7 @@ class Dispatcher:
         self.lease = lease
         self.push_to = push_to.rstrip("/") if push_to else None
         self.drain = drain
+        self.gather = gather
         self.app = DeferredApp(self.services, require_task_header=False)
         self.processed = 0
         self._stopping = threading.Event()
@@ -108,37 +112,51 @@ class Dispatcher:
     def run_batch(self, limit: int | None = None) -> int:
         """Claim, run and record one batch in this thread; returns how many ran."""
         tasks = self.queue.claim(limit or self.batch, queues=self.queues, lease=self.lease)
-        return self._run(tasks)
+        results = self._run(tasks)
+        if results:
+            self.queue.finish(results)
+        return len(tasks) if not self._stopping.is_set() else len(results)
 
     def _loop(self) -> None:
         size = self.batch
+        unrecorded: list[tuple[ClaimedTask, TaskResult]] = []
         while not self._stopping.is_set():
             try:
                 with self._lock:
                     self._busy += 1
                 try:
-                    tasks = self.queue.claim(size, queues=self.queues, lease=self.lease)
+                    # the previous batch's outcomes go in with this claim
+                    tasks = self.queue.claim(size, queues=self.queues, lease=self.lease, finished=unrecorded)
+                    unrecorded = []
                     if tasks:
                         started = time.perf_counter()
-                        ran = self._run(tasks)
-                        if ran:
-                            per_task = (time.perf_counter() - started) / ran
-                            size = max(1, min(self.batch, int(FLUSH_SECONDS / max(per_task, 1e-6))))
+                        unrecorded = self._run(tasks)
+                        per_task = (time.perf_counter() - started) / len(tasks)
+                        size = max(1, min(self.batch, int(FLUSH_SECONDS / max(per_task, 1e-6))))
                 finally:
                     with self._lock:
                         self._busy -= 1
                 if tasks:
+                    if len(tasks) < size and self.gather:
+                        # Caught up with the producers: let a few tasks gather so
+                        # the next claim is a batch, not a write per task.
+                        self._stopping.wait(self.gather)
                     continue
                 self._maybe_purge()
                 if self.drain:
                     with self._lock:
                         idle = self._busy == 0
                     if idle:
-                        return
+                        break
                 self.queue.wait_for_work(self._sleep_time())
             except Exception:  # the database is away: keep trying, slowly
                 logger.exception("dispatcher error; retrying in %.1fs", self.poll)
                 self._stopping.wait(self.poll)
+        if unrecorded:
+            try:
+                self.queue.finish(unrecorded)
+            except Exception:  # their leases will run out and they will run again
+                logger.exception("could not record %d outcome(s)", len(unrecorded))
 
     def _sleep_time(self) -> float:
         next_eta = self.queue.next_eta(self.queues)
@@ -154,26 +172,24 @@ class Dispatcher:
             if purged:
                 logger.debug("purged %d expired tombstones", purged)
 
-    def _run(self, tasks: list[ClaimedTask]) -> int:
+    def _run(self, tasks: list[ClaimedTask]) -> list[tuple[ClaimedTask, TaskResult]]:
+        """Run ``tasks``; returns the outcomes not yet recorded (slow batches record as they go)."""
         results: list[tuple[ClaimedTask, TaskResult]] = []
-        deliver = self.deliver
         flush_at = time.monotonic() + FLUSH_SECONDS
-        ran = 0
         for index, task in enumerate(tasks):
             if self._stopping.is_set():
                 self.queue.release(tasks[index:])
                 break
-            results.append((task, deliver(task)))
-            ran += 1
+            results.append((task, self.deliver(task)))
             if time.monotonic() >= flush_at:
                 self.queue.finish(results)
+                with self._lock:
+                    self.processed += len(results)
                 results = []
                 flush_at = time.monotonic() + FLUSH_SECONDS
-        if results:
-            self.queue.finish(results)
         with self._lock:
-            self.processed += ran
-        return ran
+            self.processed += len(results)
+        return results
 
     def deliver(self, task: ClaimedTask) -> TaskResult:
         """Run one claimed task (in-process, or POSTed with ``push_to``); record nothing."""
