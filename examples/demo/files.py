@@ -1,0 +1,105 @@
+"""File transfers: upload a file, list uploads, download each inline or as an attachment.
+
+Downloads go out as X-Sendfile responses; the XSendfileMiddleware this page wraps
+the demo in does the front server's job, so the same code runs behind Apache or
+nginx (GAESERVICES_FILES_SERVE=xsendfile / xaccel, without the middleware).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from urllib.parse import quote
+
+from webob import Request, Response
+
+from gaeservices.config import Services
+from gaeservices.exceptions import UploadRejectedError
+from gaeservices.filetransfers import (
+    XSendfileMiddleware,
+    prepare_upload,
+    serve_file,
+    upload_fields_html,
+    uploaded_files,
+)
+from gaeservices.filetransfers.backends import settings
+
+from .app import page
+
+PREFIX = "/files"
+TITLE = "File transfers: upload and download"
+
+
+def _index_path(services: Services) -> str:
+    return os.path.join(settings(services).root, "demo-index.json")
+
+
+def _load(services: Services) -> list[dict]:
+    try:
+        with open(_index_path(services), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return []
+
+
+def _save(services: Services, entries: list[dict]) -> None:
+    path = _index_path(services)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(entries, f)
+    os.replace(path + ".tmp", path)
+
+
+def make_app(services: Services):
+    serve_backend = "xsendfile" if settings(services).serve == "stream" else None
+
+    def files(environ, start_response):
+        request = Request(environ)
+        base = request.script_name
+        path = request.path_info
+        if path == "/upload" and request.method == "POST":
+            try:
+                stored = uploaded_files(request, private=True, services=services)
+            except UploadRejectedError as exc:
+                return Response(str(exc) + "\n", status=403, content_type="text/plain")(environ, start_response)
+            entries = _load(services)
+            entries += [{"name": f.name, "filename": f.filename, "size": f.size, "type": f.content_type}
+                        for f in stored]
+            _save(services, entries)
+            return Response(status=303, location=base + "/")(environ, start_response)
+        if path.startswith("/download/"):
+            entries = {e["name"]: e for e in _load(services)}
+            entry = entries.get(request.GET.get("name", ""))
+            if entry is None:
+                return Response("no such upload\n", status=404, content_type="text/plain")(environ, start_response)
+            save_as = entry["filename"] if path == "/download/attachment" else False
+            response = serve_file(request, entry["name"], save_as=save_as, content_type=entry["type"] or None,
+                                  backend=serve_backend, services=services)
+            return response(environ, start_response)
+        if path != "/":
+            return Response("not found\n", status=404, content_type="text/plain")(environ, start_response)
+
+        upload_url, upload_data = prepare_upload(request, base + "/upload", private=True, services=services)
+        rows = "".join(
+            f"<tr><td>{html.escape(e['filename'])}</td><td>{e['size']:,} bytes</td>"
+            f"<td><a href='{base}/download/inline?name={quote(e['name'])}'>view</a> · "
+            f"<a href='{base}/download/attachment?name={quote(e['name'])}'>download</a></td></tr>"
+            for e in _load(services)
+        )
+        body = (
+            f"<form method='post' enctype='multipart/form-data' action='{html.escape(upload_url)}'>"
+            f"{upload_fields_html(upload_data)}<input type='file' name='file' required> "
+            "<button>Upload</button></form>"
+            f"<table><tr><th>file</th><th>size</th><th></th></tr>{rows}</table>"
+            "<p class='note'>Each form carries a one-time token: resubmitting an upload is refused. "
+            "Downloads support ranges and revalidation.</p>"
+        )
+        return Response(page(TITLE, body), content_type="text/html", charset="utf-8")(environ, start_response)
+
+    return files
+
+
+def wrap(app, services: Services):
+    """Do the front server's X-Sendfile job, for files under the files root only."""
+    return XSendfileMiddleware(app, services=services)
