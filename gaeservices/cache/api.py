@@ -140,7 +140,6 @@ class Cache:
         The largest encoded value accepted, in bytes.
     """
 
-    #: Backends with a natively atomic ``touch`` say so; others emulate it.
     max_item_size: int
 
     def __init__(

@@ -24,8 +24,8 @@ from .api import (
     DEFAULT_TIMEOUT,
     Cache,
     _EXPIRED,
-    _MISSING,
     _NEVER,
+    THIRTY_DAYS,
     common_options,
     decode,
     parse_size,
@@ -82,7 +82,7 @@ class MemoryCache(Cache):
             return None
         if expire == _EXPIRED:
             return -math.inf
-        if expire > 2_592_000:  # an absolute time: see Cache._expire
+        if expire > THIRTY_DAYS:  # an absolute time: see Cache._expire
             return time.monotonic() + (expire - time.time())
         return time.monotonic() + expire
 
