@@ -64,9 +64,11 @@ def _list(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> i
     for info in rows:
         state = "running" if info.running else info.state
         error = (info.last_error or "").strip().splitlines()
+        # a finished task's eta is when its tombstone ends: show when it finished
+        when = f"finished={_when(info.finished)}" if info.state != "pending" else f"eta={_when(info.eta)}"
         print(
             f"{info.name}\t{info.queue}\t{state}\tattempts={info.attempts}\t"
-            f"eta={_when(info.eta)}\t{error[-1] if error else ''}".rstrip(),
+            f"{when}\t{error[-1] if error else ''}".rstrip(),
             file=out,
         )
     counts = queue.counts()
