@@ -11,7 +11,8 @@ page cache), and every body is consumed fully and closed, as a server would:
   peer's own ETag and Last-Modified: WebOb's FileApp gives no ETag);
 - Python memory growth (tracemalloc peak) while our 100 MiB response is consumed.
 
-Options: ``--size-mib N`` (default 100), ``--repeats N`` (default 5).
+Options: ``--size-mib N`` (default 100), ``--repeats N`` (default 5; throughput is
+measured in that many alternating rounds).
 """
 
 from __future__ import annotations
@@ -111,20 +112,23 @@ def median_time(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(samples)
 
 
-def rate(fn: Callable[[], Any], seconds: float = 0.4, repeats: int = 5) -> float:
-    n = 200
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    elapsed = time.perf_counter() - start
-    n = max(200, int(n * seconds / max(elapsed, 1e-9)))
-    samples = []
-    for _ in range(repeats):
+def interleaved_rates(calls: dict[str, Callable[[], Any]], repeats: int, seconds: float = 0.3) -> dict[str, float]:
+    """Median calls/s of each callable, measured in alternating rounds of about ``seconds``."""
+    sizes = {}
+    for name, fn in calls.items():
         start = time.perf_counter()
-        for _ in range(n):
+        for _ in range(200):
             fn()
-        samples.append(n / (time.perf_counter() - start))
-    return statistics.median(samples)
+        sizes[name] = max(200, int(200 * seconds / max(time.perf_counter() - start, 1e-9)))
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            n = sizes[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append(n / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def verdict(ok: bool) -> str:
@@ -162,11 +166,21 @@ def main(argv: list[str]) -> int:
         results: dict[str, dict[str, float]] = {}
         offset = 50 * MiB if big_size > 51 * MiB else big_size // 2
         range_header = {"Range": f"bytes={offset}-{offset + MiB - 1}"}
+        # Throughput in alternating rounds, so a burst of load elsewhere on the
+        # machine hits every server alike rather than whichever ran then.
+        samples: dict[str, list[float]] = {name: [] for name in servers}
+        for _ in range(options.repeats):
+            for name, make in servers.items():
+                big = make("big.bin")
+                start = time.perf_counter()
+                consume(big, make_environ("/big.bin"))
+                samples[name].append(time.perf_counter() - start)
+        throughput = {name: options.size_mib / statistics.median(times) for name, times in samples.items()}
+        small_calls: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {}
         for name, make in servers.items():
             big, small = make("big.bin"), make("small.txt")
             got: dict[str, float] = {}
-            seconds = median_time(lambda: consume(big, make_environ("/big.bin")), options.repeats)
-            got["MiB/s"] = options.size_mib / seconds
+            got["MiB/s"] = throughput[name]
             for label, wrapper in (("range ms", False), ("range+fw ms", True)):
                 status, headers, size = consume(big, make_environ("/big.bin", range_header, wrapper))
                 if status.startswith("206") and size == MiB:
@@ -181,12 +195,18 @@ def main(argv: list[str]) -> int:
                 value = next((v for k, v in headers.items() if k.lower() == given.lower()), None)
                 if value:
                     validators[sent] = value
-            got["1KiB 200/s"] = rate(lambda: consume(small, make_environ("/small.txt")), repeats=options.repeats)
             status, _, _ = consume(small, make_environ("/small.txt", validators))
             assert status.startswith("304"), (name, status)
-            got["1KiB 304/s"] = rate(lambda: consume(small, make_environ("/small.txt", validators)),
-                                     repeats=options.repeats)
+            small_calls[name] = (
+                lambda small=small: consume(small, make_environ("/small.txt")),
+                lambda small=small, validators=validators: consume(small, make_environ("/small.txt", validators)),
+            )
             results[name] = got
+        for index, label in ((0, "1KiB 200/s"), (1, "1KiB 304/s")):
+            for name, value in interleaved_rates({n: calls[index] for n, calls in small_calls.items()},
+                                                 options.repeats).items():
+                results[name][label] = value
+        for name, got in results.items():
             rows.append([name, f"{got['MiB/s']:,.0f}", f"{got['range ms']:.2f}", f"{got['range+fw ms']:.2f}",
                          f"{got['1KiB 200/s']:,.0f}", f"{got['1KiB 304/s']:,.0f}"])
         print(table(rows, ["server", "MiB/s", "1 MiB range ms", "range, file_wrapper ms", "1 KiB 200 req/s",

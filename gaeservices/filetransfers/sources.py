@@ -38,6 +38,12 @@ class LocalFile:
         self.info = info
         self.filename = filename
 
+    def own_name(self) -> str | None:
+        """The name to save the file under: its original name, or its path's last part."""
+        if self.filename is None and self.path is not None:
+            return os.path.basename(self.path)
+        return self.filename
+
 
 def local_file(file: Any, root: str) -> LocalFile:
     """Resolve ``file`` (see the module docs); UnsafePath or OSError if it cannot be served."""
@@ -46,7 +52,7 @@ def local_file(file: Any, root: str) -> LocalFile:
         if isinstance(name, bytes):
             name = os.fsdecode(name)
         path, st = resolve(real_root(root), name)
-        return LocalFile(path, None, file_info(path, st), os.path.basename(path))
+        return LocalFile(path, None, file_info(path, st), None)
     path = getattr(file, "path", None)
     if isinstance(path, str) and not hasattr(file, "read"):
         if "\x00" in path:

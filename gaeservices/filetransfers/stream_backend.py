@@ -84,6 +84,6 @@ class StreamBackend:
             path=source.path if opener is None else None,
             opener=opener,
             content_type=content_type,
-            extra_headers=disposition_headers(save_as, source.filename),
+            extra_headers=(disposition_headers(save_as, source.own_name()) if save_as else []),
         )
         return make_response(status, headers, body)

@@ -29,7 +29,7 @@ def _header_headers(source: Any, save_as: bool | str, content_type: str | None) 
     return [
         ("Content-Type", content_type or source.info.content_type),
         ("X-Content-Type-Options", "nosniff"),
-        *disposition_headers(save_as, source.filename),
+        *(disposition_headers(save_as, source.own_name()) if save_as else []),
         ("Content-Length", "0"),
     ]
 
