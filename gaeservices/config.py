@@ -158,18 +158,6 @@ BACKENDS: dict[str, dict[str, tuple[str, str, Callable[[BackendURL], None]]]] = 
         "local": ("gaeservices.tasks.local:LocalQueue", "local://", _nothing_else),
         "immediate": ("gaeservices.tasks.immediate:ImmediateQueue", "immediate://", _nothing_else),
         "appengine": ("gaeservices.tasks.appengine:AppEngineQueue", "appengine://", _nothing_else),
-        "celery": ("gaeservices.tasks.celery:CeleryQueue", "celery://redis-host:port[/db]", _anything),
-    },
-    "mail": {
-        "smtp": (
-            "gaeservices.mail.smtp:SMTPMailer",
-            "smtp://[user:password@]host[:port][?starttls=1|ssl=1&timeout=S]",
-            _needs_host,
-        ),
-        "appengine": ("gaeservices.mail.appengine:AppEngineMailer", "appengine://", _nothing_else),
-        "console": ("gaeservices.mail.console:ConsoleMailer", "console://", _nothing_else),
-        "file": ("gaeservices.mail.file:FileMailer", "file:///directory", _needs_path),
-        "memory": ("gaeservices.mail.memory:MemoryMailer", "memory://", _nothing_else),
     },
 }
 BACKENDS["store"]["postgres"] = BACKENDS["store"]["postgresql"]
@@ -178,7 +166,6 @@ ENV_NAMES = {
     "cache": "GAESERVICES_CACHE",
     "store": "GAESERVICES_STORE",
     "queue": "GAESERVICES_QUEUE",
-    "mail": "GAESERVICES_MAIL",
 }
 
 _EXTRA_FOR_MODULE = {
@@ -285,7 +272,6 @@ class Services:
         cache: Any = None,
         store: Any = None,
         queue: Any = None,
-        mail: Any = None,
         email_queue_name: str | None = None,
         bootstrap: str | Callable[[], Any] | None = None,
         environ: Mapping[str, str] | None = None,
@@ -312,7 +298,7 @@ class Services:
 
         defaults = self._defaults()
         self._specs: dict[str, Any] = {}
-        for kind, given in (("cache", cache), ("store", store), ("queue", queue), ("mail", mail)):
+        for kind, given in (("cache", cache), ("store", store), ("queue", queue)):
             variable = ENV_NAMES[kind]
             if given is None:
                 from_env = env.get(variable)
@@ -334,13 +320,11 @@ class Services:
                 "cache": "appengine://",
                 "store": "datastore://",
                 "queue": "appengine://",
-                "mail": "appengine://",
             }
         return {
             "cache": "memory://",
             "store": "sqlite:///" + os.path.join(self.data_dir, "store.sqlite3"),
             "queue": "local://",
-            "mail": "console://",
         }
 
     @classmethod
@@ -386,10 +370,6 @@ class Services:
         """The task queue backend."""
         return self._backend("queue")
 
-    @property
-    def mail(self) -> Any:
-        """The mail backend."""
-        return self._backend("mail")
 
     def close(self) -> None:
         """Close every backend that was built (connections, pools, threads)."""
