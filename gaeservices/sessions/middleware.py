@@ -194,7 +194,7 @@ class SessionMiddleware:
         """Seconds the session's record (and cookie) should live from ``now``."""
         ttl = self.max_age
         if self.absolute_lifetime is not None:
-            ttl = min(ttl, int(created + self.absolute_lifetime - now))
+            ttl = min(ttl, round(created + self.absolute_lifetime - now))
         return max(ttl, 1)
 
 

@@ -34,6 +34,9 @@ __all__ = ["Session", "new_session_id"]
 logger = logging.getLogger("gaeservices.sessions")
 
 _DELETED: Any = object()
+# Records outlive their cookie by a second: memcached's clock ticks in whole
+# seconds, and the lifetimes are enforced on load from the record's own times.
+_SLACK = 1
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
 
@@ -251,7 +254,7 @@ class Session(MutableMapping[str, Any]):
         self._raw = None
         self._token = None
         self._data = {}
-        self._created = self._accessed = int(now)
+        self._created = self._accessed = round(now, 3)
         self._changed = {}
         self._snapshots = {}
         self._cleared = False
@@ -296,12 +299,12 @@ class Session(MutableMapping[str, Any]):
         if not (changes or self._cleared):
             if now - self._accessed < mw.refresh_interval:
                 return None  # a read: nothing to write, no cookie to send
-        new = mw.backend.save(self._sid, self._merger(changes, int(now)), self._raw, self._token, ttl)
+        new = mw.backend.save(self._sid, self._merger(changes, round(now, 3)), self._raw, self._token, ttl + _SLACK)
         if new is None:
             logger.debug("session %s… vanished while the request ran; not resurrected", self._sid[:6])
             return mw.expired_cookie(self._environ)
         self._raw, self._token = new, None
-        self._accessed = int(now)
+        self._accessed = round(now, 3)
         self._changed = {}
         self._cleared = False
         if self._snapshots:
@@ -310,18 +313,18 @@ class Session(MutableMapping[str, Any]):
 
     def _create(self, now: float, ttl: int) -> str:
         sid = new_session_id()
-        raw = self._encode({"c": self._created, "a": int(now), "d": self._data})
-        self._mw.backend.create(sid, raw, ttl)
+        raw = self._encode({"c": self._created, "a": round(now, 3), "d": self._data})
+        self._mw.backend.create(sid, raw, ttl + _SLACK)
         self._sid = sid
         self._raw, self._token = raw, None
-        self._accessed = int(now)
+        self._accessed = round(now, 3)
         self._changed = {}
         self._cleared = self._cycle = False
         if self._snapshots:
             self._resnapshot()
         return self._mw.cookie(self._environ, sid, ttl)
 
-    def _merger(self, changes: dict[str, Any], now: int) -> Any:
+    def _merger(self, changes: dict[str, Any], now: float) -> Any:
         cleared = self._cleared
         encode = self._encode
 

@@ -1,0 +1,902 @@
+"""SessionMiddleware against real memcached, SQLite, PostgreSQL and the App Engine stubs.
+
+Every request goes through ``wsgiref.validate`` on both sides of the middleware.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import wsgiref.util
+from wsgiref.validate import validator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gaeservices.config import Services
+from gaeservices.exceptions import ConfigurationError, SessionError, SessionTooLargeError
+from gaeservices.sessions import SessionMiddleware
+from gaeservices.sessions.session import Session
+
+COOKIE = "gaesession"
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    @property
+    def set_cookie(self):
+        values = self.header("Set-Cookie")
+        assert len(values) <= 1
+        return values[0] if values else None
+
+    @property
+    def data(self):
+        return json.loads(self.body)
+
+
+def app(environ, start_response):
+    """Runs the test's action on the session; the response body is the session as JSON."""
+    action = environ.get("test.action")
+    session = environ["gaeservices.session"]
+    body = b"untouched"
+    if action is not None:
+        action(session)
+        body = json.dumps(dict(session)).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+class Client:
+    """A browser with one cookie, calling the middleware in-process."""
+
+    def __init__(self, middleware, cookie=None):
+        self.middleware = middleware
+        self.wsgi = validator(middleware)
+        self.cookie = cookie
+
+    def request(self, action=None, *, https=False, cookie_header=None):
+        environ = {"PATH_INFO": "/", "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "QUERY_STRING": ""}
+        wsgiref.util.setup_testing_defaults(environ)
+        if https:
+            environ["wsgi.url_scheme"] = "https"
+            environ["HTTPS"] = "on"
+        if cookie_header is not None:
+            environ["HTTP_COOKIE"] = cookie_header
+        elif self.cookie:
+            environ["HTTP_COOKIE"] = f"{COOKIE}={self.cookie}"
+        if action is not None:
+            environ["test.action"] = action
+        seen = {}
+
+        def start_response(status, headers, exc_info=None):
+            seen["status"], seen["headers"] = status, headers
+            return lambda data: None
+
+        result = self.wsgi(environ, start_response)
+        try:
+            body = b"".join(result)
+        finally:
+            result.close()
+        response = Response(seen["status"], seen["headers"], body)
+        cookie = response.set_cookie
+        if cookie is not None:
+            value = cookie.split(";", 1)[0].split("=", 1)[1]
+            self.cookie = value if "Max-Age=0" not in cookie else None
+        return response
+
+
+def put(**items):
+    return lambda session: session.update(items)
+
+
+def incr(key):
+    def action(session):
+        session[key] = session.get(key, 0) + 1
+
+    return action
+
+
+def read(session):
+    session.get("n")
+
+
+# --- fixtures -----------------------------------------------------------------
+
+
+@pytest.fixture
+def make(tmp_path, memcached, sqlite_url):
+    """Build a middleware: mode, plus any option; services on memcached + SQLite."""
+    built = []
+
+    def build(mode="cached_db", *, services=None, inner=app, **options):
+        if services is None:
+            services = Services(
+                secret_key=options.pop("secret_key", "session-test-key"),
+                data_dir=str(tmp_path),
+                cache=memcached.url,
+                store=sqlite_url,
+                environ={},
+            )
+            built.append(services)
+        return SessionMiddleware(validator(inner), mode=mode, services=services, **options)
+
+    yield build
+    for services in built:
+        services.close()
+
+
+MODES = ["cache", "cached_db", "db"]
+
+
+class Counter:
+    """Counts SQL statements run on an engine (the store's real traffic)."""
+
+    def __init__(self, store):
+        from sqlalchemy import event
+
+        self.count = 0
+        self.writes = 0
+
+        @event.listens_for(store.engine, "before_cursor_execute")
+        def _count(conn, cursor, statement, parameters, context, executemany):
+            self.count += 1
+            if statement.split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+                self.writes += 1
+
+
+def memcached_calls(server):
+    stats = server.stats()
+    names = ("cmd_get", "cmd_set", "cmd_touch", "delete_hits", "delete_misses", "incr_hits", "incr_misses")
+    return {name: int(stats[name]) for name in names}
+
+
+def delta(before, after):
+    return {k: after[k] - before[k] for k in before if after[k] != before[k]}
+
+
+# --- the basics, in every mode ---------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_counter_round_trip(make, mode):
+    client = Client(make(mode))
+    first = client.request(incr("n"))
+    assert first.data == {"n": 1}
+    assert first.set_cookie is not None
+    assert client.request(incr("n")).data == {"n": 2}
+    assert client.request(incr("n")).data == {"n": 3}
+    assert client.request(lambda s: None).data == {"n": 3}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cookie_holds_only_a_signed_id_with_safe_flags(make, mode):
+    client = Client(make(mode))
+    response = client.request(put(secret="the data is not in the cookie"))
+    cookie = response.set_cookie
+    value = cookie.split(";")[0].split("=", 1)[1]
+    sid, _, signature = value.partition(".")
+    assert len(sid) >= 22 and signature  # >= 128 random bits, then the signature
+    assert "data" not in cookie
+    attributes = [a.strip() for a in cookie.split(";")[1:]]
+    assert "HttpOnly" in attributes
+    assert "SameSite=Lax" in attributes
+    assert "Path=/" in attributes
+    assert f"Max-Age={14 * 24 * 3600}" in attributes
+    assert "Secure" not in attributes  # the request was http
+    assert response.header("Vary") == ["Cookie"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_secure_flag_follows_https_unless_configured(make, mode):
+    assert "; Secure" in Client(make(mode)).request(put(a=1), https=True).set_cookie
+    assert "; Secure" in Client(make(mode, secure=True)).request(put(a=1)).set_cookie
+    assert "; Secure" not in Client(make(mode, secure=False)).request(put(a=1), https=True).set_cookie
+
+
+def test_cookie_options(make):
+    cookie = Client(
+        make(samesite="Strict", domain="example.com", path="/app", max_age=600, httponly=False)
+    ).request(put(a=1)).set_cookie
+    assert "SameSite=Strict" in cookie
+    assert "Domain=example.com" in cookie
+    assert "Path=/app" in cookie
+    assert "Max-Age=600" in cookie
+    assert "HttpOnly" not in cookie
+    none = Client(make(samesite="None", secure=True)).request(put(a=1)).set_cookie
+    assert "SameSite=None" in none and "Secure" in none
+
+
+def test_bad_options_fail_at_start_up(make):
+    with pytest.raises(ConfigurationError):
+        make(mode="redis")
+    with pytest.raises(ConfigurationError):
+        make(samesite="None")  # browsers drop SameSite=None without Secure
+    with pytest.raises(ConfigurationError):
+        make(samesite="sometimes")
+    with pytest.raises(ConfigurationError):
+        make(cookie_name="bad name")
+    with pytest.raises(ConfigurationError):
+        make(domain="example.com; Secure")
+    with pytest.raises(ConfigurationError):
+        make(max_age=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mapping_behaviour(make, mode):
+    client = Client(make(mode))
+    client.request(put(a=1, b=[1, 2], c={"x": "y"}, d=None, e="text", f=1.5, g=True))
+
+    def check(session):
+        assert isinstance(session, Session)
+        assert len(session) == 7
+        assert "a" in session and "zz" not in session
+        assert session["b"] == [1, 2]
+        assert session.get("zz", "default") == "default"
+        assert sorted(session) == list("abcdefg")
+        assert session.pop("a") == 1
+        del session["d"]
+        with pytest.raises(KeyError):
+            del session["d"]
+        session.setdefault("h", "new")
+
+    client.request(check)
+    assert client.request(lambda s: None).data == {
+        "b": [1, 2],
+        "c": {"x": "y"},
+        "e": "text",
+        "f": 1.5,
+        "g": True,
+        "h": "new",
+    }
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_clear(make, mode):
+    client = Client(make(mode))
+    client.request(put(a=1, b=2))
+    client.request(lambda s: s.clear())
+    assert client.request(lambda s: None).data == {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_in_place_changes_of_lists_and_dicts_are_saved(make, mode):
+    client = Client(make(mode))
+    client.request(put(cart=["apple"], prefs={"theme": "dark"}))
+    client.request(lambda s: (s["cart"].append("pear"), s["prefs"].update(lang="fr")))
+    assert client.request(lambda s: None).data == {
+        "cart": ["apple", "pear"],
+        "prefs": {"theme": "dark", "lang": "fr"},
+    }
+
+
+# --- JSON only ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [object(), {1, 2}, b"bytes", (1, 2), float("nan"), float("inf"), {1: "int key"}, [1, object()],
+     {"nested": {"deeper": [1, {2: "x"}]}}],
+    ids=repr,
+)
+def test_values_json_cannot_hold_raise_type_error_naming_the_key(make, value):
+    client = Client(make("cached_db"))
+    client.request(put(kept=1))
+
+    def set_bad(session):
+        with pytest.raises(TypeError, match="'the_key'"):
+            session["the_key"] = value
+        assert "the_key" not in session
+
+    client.request(set_bad)
+    assert client.request(lambda s: None).data == {"kept": 1}
+
+
+def test_keys_must_be_str(make):
+    def set_bad(session):
+        with pytest.raises(TypeError):
+            session[1] = "x"
+
+    Client(make()).request(set_bad)
+
+
+def test_nothing_is_pickled(make, memcached):
+    from pymemcache.client.base import Client as Raw
+
+    middleware = make("cache")
+    client = Client(middleware)
+    client.request(put(name="alice", items=[1, 2]))
+    sid = client.cookie.split(".")[0]
+    raw = Raw((memcached.host, memcached.port)).get(middleware.backend.prefix + sid)
+    assert raw is not None
+    assert json.loads(raw)["d"] == {"name": "alice", "items": [1, 2]}
+
+
+# --- size ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_size(make, mode):
+    client = Client(make(mode, max_size=1000))
+    client.request(put(small="x" * 100))
+
+    def too_big(session):
+        with pytest.raises(SessionTooLargeError, match="max_size=1000"):
+            session["big"] = "y" * 1000
+        session["small2"] = "z" * 100  # still room for this
+
+    client.request(too_big)
+    assert client.request(lambda s: None).data == {"small": "x" * 100, "small2": "z" * 100}
+
+
+def test_rewriting_one_key_many_times_is_not_counted_many_times(make):
+    client = Client(make(max_size=2000))
+
+    def many(session):
+        for i in range(200):
+            session["counter"] = "v" * 500 + str(i)
+
+    assert client.request(many).data == {"counter": "v" * 500 + "199"}
+
+
+# --- laziness: what each kind of request costs ---------------------------------------------
+
+
+def test_untouched_request_makes_no_call_and_sends_no_cookie(make, memcached):
+    middleware = make("cached_db")
+    client = Client(middleware)
+    client.request(put(n=1))
+    statements = Counter(middleware.services.store)
+    before = memcached_calls(memcached)
+    response = client.request(None)
+    assert response.body == b"untouched"
+    assert response.set_cookie is None
+    assert response.header("Vary") == []
+    assert delta(before, memcached_calls(memcached)) == {}
+    assert statements.count == 0
+
+
+def test_untouched_request_returns_the_applications_own_iterable(make):
+    body = [b"as is"]
+
+    def plain(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body
+
+    middleware = SessionMiddleware(plain, services=make().services)
+    environ = {}
+    wsgiref.util.setup_testing_defaults(environ)
+    assert middleware(environ, lambda status, headers, exc_info=None: None) is body
+
+
+@pytest.mark.parametrize("mode", ["cache", "cached_db"])
+def test_read_only_request_is_one_cache_get_and_no_write(make, memcached, mode):
+    middleware = make(mode)
+    client = Client(middleware)
+    client.request(put(n=1))
+    client.request(read)  # the first read after a write may still be refreshing nothing
+    statements = Counter(middleware.services.store)
+    before = memcached_calls(memcached)
+    for _ in range(5):
+        response = client.request(read)
+        assert response.set_cookie is None
+    assert delta(before, memcached_calls(memcached)) == {"cmd_get": 5}
+    assert statements.count == 0
+
+
+def test_cached_db_change_is_one_store_transaction_and_one_cache_write(make, memcached):
+    middleware = make("cached_db")
+    client = Client(middleware)
+    client.request(put(n=1))
+    statements = Counter(middleware.services.store)
+    before = memcached_calls(memcached)
+    response = client.request(incr("n"))
+    assert response.data == {"n": 2}
+    assert response.set_cookie is not None
+    assert delta(before, memcached_calls(memcached)) == {"cmd_get": 1, "cmd_set": 1}  # gets + cas
+    assert statements.writes == 1  # one UPDATE, in one transaction
+    # and the cache now holds the new record: the next read is a hit
+    before = memcached_calls(memcached)
+    assert client.request(lambda s: None).data == {"n": 2}
+    assert delta(before, memcached_calls(memcached)) == {"cmd_get": 1}
+    assert statements.writes == 1
+
+
+def test_cached_db_miss_reads_the_store_and_refills_the_cache(make, memcached):
+    middleware = make("cached_db")
+    client = Client(middleware)
+    client.request(put(n=7))
+    memcached.flush()
+    assert client.request(lambda s: None).data == {"n": 7}
+    before = memcached_calls(memcached)
+    assert client.request(lambda s: None).data == {"n": 7}
+    assert delta(before, memcached_calls(memcached)) == {"cmd_get": 1}
+
+
+def test_db_mode_never_touches_the_cache(make, memcached):
+    client = Client(make("db"))
+    before = memcached_calls(memcached)
+    client.request(put(n=1))
+    client.request(incr("n"))
+    assert client.request(lambda s: None).data == {"n": 2}
+    assert delta(before, memcached_calls(memcached)) == {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_reading_an_empty_new_session_writes_nothing(make, memcached, mode):
+    middleware = make(mode)
+    client = Client(middleware)
+    before = memcached_calls(memcached)
+    response = client.request(read)
+    assert response.set_cookie is None
+    assert client.cookie is None
+    assert delta(before, memcached_calls(memcached)) == {}  # no cookie: nothing to look up
+
+
+# --- lifetimes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_idle_refresh_is_written_at_most_once_per_interval(make, memcached, mode):
+    middleware = make(mode, max_age=60, refresh_interval=1)
+    client = Client(middleware)
+    client.request(put(n=1))
+    assert client.request(read).set_cookie is None
+    time.sleep(1.1)
+    refreshed = client.request(read)
+    assert refreshed.set_cookie is not None and "Max-Age=60" in refreshed.set_cookie
+    assert client.request(read).set_cookie is None
+    assert client.request(read).set_cookie is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_idle_expiry(make, mode):
+    client = Client(make(mode, max_age=1))
+    client.request(put(n=1))
+    assert client.request(lambda s: None).data == {"n": 1}
+    time.sleep(2.1)
+    assert client.request(lambda s: None).data == {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_absolute_lifetime_ends_even_an_active_session(make, mode):
+    client = Client(make(mode, max_age=60, absolute_lifetime=2, refresh_interval=0))
+    response = client.request(put(n=1))
+    assert "Max-Age=2" in response.set_cookie  # the cookie never outlives the session
+    time.sleep(1.1)
+    assert client.request(incr("n")).data == {"n": 2}
+    time.sleep(1.1)
+    assert client.request(lambda s: None).data == {}
+
+
+# --- cookies that are not ours -------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tampered_cookie_gives_a_fresh_session_and_logs_at_debug(make, mode, caplog):
+    client = Client(make(mode))
+    client.request(put(n=1))
+    sid, _, signature = client.cookie.partition(".")
+    tampered = sid[:-1] + ("A" if sid[-1] != "A" else "B") + "." + signature
+    with caplog.at_level(logging.DEBUG, logger="gaeservices.sessions"):
+        response = client.request(lambda s: None, cookie_header=f"{COOKIE}={tampered}")
+    assert response.status == "200 OK"
+    assert response.data == {}
+    assert any("bad signature" in r.getMessage() for r in caplog.records)
+
+
+def test_cookie_signed_with_another_key_is_refused(make):
+    theirs = Client(make(secret_key="another-application"))
+    theirs.request(put(admin=True))
+    ours = Client(make(secret_key="session-test-key"))
+    assert ours.request(lambda s: None, cookie_header=f"{COOKIE}={theirs.cookie}").data == {}
+
+
+def test_every_key_verifies_and_the_newest_signs(make, tmp_path, memcached, sqlite_url):
+    def services(keys):
+        return Services(secret_key=keys, data_dir=str(tmp_path), cache=memcached.url,
+                        store=sqlite_url, environ={})
+
+    old = Client(make(services=services("old-key")))
+    old.request(put(n=1))
+    rotated_services = services("new-key,old-key")
+    rotated = Client(make(services=rotated_services), cookie=old.cookie)
+    assert rotated.request(incr("n")).data == {"n": 2}  # the old cookie still verifies
+    assert rotated_services.signer("gaeservices.session").verify_signature(
+        rotated.cookie.split(".")[0].encode(), rotated.cookie.split(".")[1].encode()
+    )
+    new_only = Client(make(services=services("new-key")), cookie=rotated.cookie)
+    assert new_only.request(lambda s: None).data == {"n": 2}  # re-signed with the newest key
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unknown_but_validly_signed_id_is_never_adopted(make, mode):
+    middleware = make(mode)
+    planted = middleware.signer.sign("A" * 24).decode()
+    client = Client(middleware, cookie=planted)
+    response = client.request(put(n=1))
+    assert response.data == {"n": 1}
+    assert not client.cookie.startswith("A" * 24)  # a new id, not the attacker's
+
+
+def test_the_valid_one_of_several_same_name_cookies_is_used(make):
+    client = Client(make())
+    client.request(put(n=5))
+    header = f"{COOKIE}=garbage; other=1; {COOKIE}={client.cookie}"
+    assert client.request(lambda s: None, cookie_header=header).data == {"n": 5}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    value=st.one_of(
+        st.text(),
+        st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."),
+        st.from_regex(r"[A-Za-z0-9_-]{24}\.[A-Za-z0-9_-]{43}", fullmatch=True),
+    ),
+    prefix=st.sampled_from(["", " ", "x=1; ", f"{COOKIE}=; "]),
+)
+def test_forged_cookies_never_break_the_request(fuzz_client, value, prefix):
+    header = f"{prefix}{COOKIE}={value}".replace("\n", "").replace("\r", "")
+    try:
+        header.encode("latin-1")
+    except UnicodeEncodeError:
+        header = header.encode("utf-8").decode("latin-1")  # as a server hands bytes to WSGI
+    response = fuzz_client.request(lambda s: s.get("n"), cookie_header=header)
+    assert response.status == "200 OK"
+    assert response.data == {}
+    assert response.set_cookie is None
+
+
+@pytest.fixture
+def fuzz_client(make):
+    return Client(make("cached_db"))
+
+
+def test_a_tampered_signature_on_a_live_session_is_fuzzed_too(make):
+    client = Client(make())
+    client.request(put(n=1))
+    sid, _, signature = client.cookie.partition(".")
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.integers(min_value=0, max_value=len(signature) - 1), st.characters(
+        whitelist_categories=("Lu", "Ll", "Nd"), max_codepoint=127))
+    def flip(position, char):
+        forged = signature[:position] + char + signature[position + 1:]
+        if forged == signature:
+            return
+        response = client.request(lambda s: None, cookie_header=f"{COOKIE}={sid}.{forged}")
+        assert response.data == {}
+
+    flip()
+    assert client.request(lambda s: None).data == {"n": 1}
+
+
+# --- fixation and logout -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cycle_key_moves_the_data_and_deletes_the_old_id(make, mode):
+    client = Client(make(mode))
+    client.request(put(cart=["book"]))
+    before_login = client.cookie
+
+    def login(session):
+        session.cycle_key()
+        session["user"] = "alice"
+
+    response = client.request(login)
+    assert response.set_cookie is not None
+    assert client.cookie.split(".")[0] != before_login.split(".")[0]
+    assert client.request(lambda s: None).data == {"cart": ["book"], "user": "alice"}
+    stale = Client(client.middleware, cookie=before_login)
+    assert stale.request(lambda s: None).data == {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cycle_key_on_a_new_session(make, mode):
+    client = Client(make(mode))
+    client.request(lambda s: (s.cycle_key(), s.__setitem__("user", "bob")))
+    assert client.request(lambda s: None).data == {"user": "bob"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_invalidate_deletes_the_data_and_expires_the_cookie(make, mode):
+    client = Client(make(mode))
+    client.request(put(user="alice"))
+    old_cookie = client.cookie
+    response = client.request(lambda s: s.invalidate())
+    assert "Max-Age=0" in response.set_cookie
+    assert response.data == {}
+    assert client.cookie is None
+    assert Client(client.middleware, cookie=old_cookie).request(lambda s: None).data == {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_data_set_after_invalidate_goes_to_a_new_session(make, mode):
+    client = Client(make(mode))
+    client.request(put(user="alice"))
+    old_cookie = client.cookie
+    client.request(lambda s: (s.invalidate(), s.__setitem__("flash", "logged out")))
+    assert client.cookie and client.cookie != old_cookie
+    assert client.request(lambda s: None).data == {"flash": "logged out"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_write_does_not_resurrect_a_session_invalidated_meanwhile(make, mode):
+    middleware = make(mode)
+    client = Client(middleware)
+    client.request(put(user="alice"))
+    other_tab = Client(middleware, cookie=client.cookie)
+
+    def change_after_logout_elsewhere(session):
+        session.get("user")  # loaded before the logout
+        other_tab.request(lambda s: s.invalidate())
+        session["late"] = 1
+
+    response = client.request(change_after_logout_elsewhere)
+    assert "Max-Age=0" in response.set_cookie
+    assert Client(middleware, cookie=other_tab.cookie).request(lambda s: None).data == {}
+
+
+# --- overlapping requests ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_overlapping_requests_changing_different_keys_keep_both(make, mode):
+    middleware = make(mode)
+    client = Client(middleware)
+    client.request(put(a=0, b=0, shared="start"))
+    loaded = threading.Barrier(2)
+
+    def change(key):
+        def action(session):
+            session.get(key)  # both requests have loaded the same record...
+            loaded.wait(10)
+            session[key] = session[key] + 1  # ...before either writes
+
+        return action
+
+    threads = [
+        threading.Thread(target=Client(middleware, cookie=client.cookie).request, args=(change(k),))
+        for k in ("a", "b")
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert client.request(lambda s: None).data == {"a": 1, "b": 1, "shared": "start"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_many_overlapping_writers(make, mode):
+    middleware = make(mode)
+    client = Client(middleware)
+    client.request(put(start=True))
+    n = 8
+    barrier = threading.Barrier(n)
+
+    def worker(i):
+        other = Client(middleware, cookie=client.cookie)
+
+        def action(session):
+            session.get("start")
+            barrier.wait(10)
+            session[f"k{i}"] = i
+
+        other.request(action)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert client.request(lambda s: None).data == {"start": True, **{f"k{i}": i for i in range(n)}}
+
+
+# --- WSGI edge cases ---------------------------------------------------------------------
+
+
+def test_generator_application_changes_are_saved(make):
+    def streaming(environ, start_response):
+        session = environ["gaeservices.session"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"before "
+        session["streamed"] = session.get("streamed", 0) + 1
+        yield b"after"
+
+    client = Client(make())
+    client.request(put(streamed=0))
+    streaming_client = Client(
+        SessionMiddleware(validator(streaming), services=client.middleware.services), cookie=client.cookie
+    )
+    assert streaming_client.request().body == b"before after"
+    assert client.request(lambda s: None).data == {"streamed": 1}
+
+
+def test_error_responses_keep_nothing(make):
+    import sys
+
+    def failing(environ, start_response):
+        environ["gaeservices.session"]["half"] = "written"
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"error"]
+
+    services = make().services
+    client = Client(make(services=services))
+    client.request(put(n=1))
+    Client(SessionMiddleware(validator(failing), services=services), cookie=client.cookie).request()
+    assert client.request(lambda s: None).data == {"n": 1}
+
+
+def test_existing_vary_header_is_extended(make):
+    def varying(environ, start_response):
+        environ["gaeservices.session"]["x"] = 1
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Vary", "Accept-Encoding")])
+        return [b"ok"]
+
+    response = Client(make(inner=varying)).request()
+    assert response.header("Vary") == ["Accept-Encoding, Cookie"]
+
+
+def test_session_id_and_flags(make):
+    def check_new(session):
+        assert session.is_new and session.id is None and not session.modified
+        session["x"] = 1
+        assert session.modified and session.accessed
+
+    client = Client(make())
+    client.request(check_new)
+
+    def check_old(session):
+        assert not session.is_new and len(session.id) == 24
+        assert not session.modified
+
+    client.request(check_old)
+
+
+# --- faults ------------------------------------------------------------------------------
+
+
+def test_cached_db_survives_memcached_being_killed(private_memcached, tmp_path, sqlite_url):
+    services = Services(
+        secret_key="k", data_dir=str(tmp_path),
+        cache=private_memcached.url + "?retry_delay=0.2&timeout=0.5&connect_timeout=0.5",
+        store=sqlite_url, environ={},
+    )
+    try:
+        client = Client(SessionMiddleware(validator(app), services=services))
+        client.request(put(n=1))
+        assert client.request(incr("n")).data == {"n": 2}
+        private_memcached.stop()  # killed, as a crash would
+        assert client.request(lambda s: None).data == {"n": 2}
+        assert client.request(incr("n")).data == {"n": 3}
+        assert client.request(incr("n")).data == {"n": 4}
+        fresh = Client(client.middleware)
+        assert fresh.request(put(new=True)).data == {"new": True}
+        private_memcached.start()  # back, empty
+        time.sleep(0.3)
+        assert client.request(incr("n")).data == {"n": 5}
+        assert client.request(lambda s: None).data == {"n": 5}
+        assert fresh.request(lambda s: None).data == {"new": True}
+    finally:
+        services.close()
+
+
+def test_cache_mode_with_memcached_down_fails_clearly(private_memcached, tmp_path, sqlite_url):
+    services = Services(secret_key="k", data_dir=str(tmp_path), cache=private_memcached.url,
+                        store=sqlite_url, environ={})
+    try:
+        client = Client(SessionMiddleware(validator(app), mode="cache", services=services))
+        private_memcached.stop()
+        with pytest.raises(SessionError, match="memcached"):
+            client.request(put(n=1))
+    finally:
+        services.close()
+
+
+def test_store_failure_is_clear_and_half_writes_nothing(memcached, tmp_path, postgres_url):
+    import psycopg
+
+    from gaeservices.store.engine import dispose_engine
+
+    services = Services(secret_key="k", data_dir=str(tmp_path), cache=memcached.url,
+                        store=postgres_url, environ={})
+    try:
+        client = Client(SessionMiddleware(validator(app), services=services))
+        client.request(put(n=1))
+        schema = postgres_url.rsplit("%3D", 1)[1]
+        with psycopg.connect("host=127.0.0.1 port=5432 dbname=test", autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE "{schema}".gaeservices_store RENAME TO unavailable')
+        with pytest.raises(SessionError, match="nothing was written") as info:
+            client.request(incr("n"))
+        assert info.value.__cause__ is not None
+        with psycopg.connect("host=127.0.0.1 port=5432 dbname=test", autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE "{schema}".unavailable RENAME TO gaeservices_store')
+        assert client.request(lambda s: None).data == {"n": 1}  # neither store nor cache changed
+        memcached.flush()
+        assert client.request(lambda s: None).data == {"n": 1}
+    finally:
+        services.close()
+        dispose_engine(services.backend_url("store"))
+
+
+# --- other backends ----------------------------------------------------------------------
+
+
+def test_cached_db_on_postgresql(memcached, tmp_path, postgres_url):
+    from gaeservices.store.engine import dispose_engine
+
+    services = Services(secret_key="k", data_dir=str(tmp_path), cache=memcached.url,
+                        store=postgres_url, environ={})
+    try:
+        middleware = SessionMiddleware(validator(app), services=services)
+        client = Client(middleware)
+        client.request(put(a=0, b=0))
+        loaded = threading.Barrier(2)
+
+        def change(key):
+            def action(session):
+                session.get(key)
+                loaded.wait(10)
+                session[key] += 1
+
+            return action
+
+        threads = [threading.Thread(target=Client(middleware, cookie=client.cookie).request,
+                                    args=(change(k),)) for k in "ab"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert client.request(lambda s: None).data == {"a": 1, "b": 1}
+        memcached.flush()
+        assert client.request(lambda s: None).data == {"a": 1, "b": 1}
+    finally:
+        services.close()
+        dispose_engine(services.backend_url("store"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_on_app_engine_services(testbed, tmp_path, mode):
+    services = Services(secret_key="k", data_dir=str(tmp_path), cache="appengine://",
+                        store="datastore://", environ={})
+    client = Client(SessionMiddleware(validator(app), mode=mode, services=services))
+    client.request(put(n=1))
+    assert client.request(incr("n")).data == {"n": 2}
+    client.request(lambda s: s.cycle_key())
+    assert client.request(lambda s: None).data == {"n": 2}
+    if mode != "cache":
+        from google.appengine.api import memcache
+
+        memcache.flush_all()
+        assert client.request(lambda s: None).data == {"n": 2}
+    client.request(lambda s: s.invalidate())
+    assert client.request(lambda s: None).data == {}
+
+
+def test_process_default_services(monkeypatch, tmp_path):
+    from gaeservices.config import set_services
+
+    monkeypatch.setenv("GAESERVICES_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("GAESERVICES_SECRET_KEY", "from-the-environment")
+    previous = set_services(None)
+    try:
+        import gaeservices
+
+        client = Client(gaeservices.SessionMiddleware(validator(app)))
+        client.request(put(n=1))
+        assert client.request(lambda s: None).data == {"n": 1}
+    finally:
+        set_services(previous)
