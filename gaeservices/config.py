@@ -98,8 +98,27 @@ def _redact(url: str) -> str:
 
 # --- the registry ------------------------------------------------------------
 #
-# kind -> scheme -> (import path, URL form shown in errors, validator).
-# A validator receives the parsed URL and raises ValueError with a reason.
+# kind -> scheme -> Backend. A validator receives the parsed URL and raises
+# ValueError with a reason; ``options`` lists the query options the backend reads
+# (None: the URL's query goes on to a driver, as PostgreSQL's libpq parameters do).
+
+
+class Backend:
+    """A registry entry: where the class lives, its URL form, how to check a URL."""
+
+    __slots__ = ("path", "form", "validate", "options")
+
+    def __init__(
+        self,
+        path: str,
+        form: str,
+        validate: Callable[[BackendURL], None],
+        options: frozenset[str] | None = frozenset(),
+    ) -> None:
+        self.path = path
+        self.form = form
+        self.validate = validate
+        self.options = options
 
 
 def _needs_hosts(url: BackendURL) -> None:
@@ -113,11 +132,6 @@ def _needs_hosts(url: BackendURL) -> None:
 def _needs_path(url: BackendURL) -> None:
     if not url.path or url.path == "/":
         raise ValueError("a path is required")
-
-
-def _needs_host(url: BackendURL) -> None:
-    if not url.hosts:
-        raise ValueError("a host is required")
 
 
 def _nothing_else(url: BackendURL) -> None:
@@ -135,29 +149,63 @@ def _anything(url: BackendURL) -> None:
     return None
 
 
-BACKENDS: dict[str, dict[str, tuple[str, str, Callable[[BackendURL], None]]]] = {
+_CACHE_OPTIONS = frozenset({"key_prefix", "default_timeout", "max_item_size"})
+_SQL_OPTIONS = frozenset({"busy_timeout_ms", "pool_size", "max_overflow", "table_prefix"})
+
+BACKENDS: dict[str, dict[str, Backend]] = {
     "cache": {
-        "memory": ("gaeservices.cache.memory:MemoryCache", "memory://[?max_bytes=N]", _nothing_else),
-        "memcache": (
-            "gaeservices.cache.memcache:MemcacheCache",
-            "memcache://host:port[,host:port...][?connect_timeout=S&timeout=S]",
-            _needs_hosts,
+        "memory": Backend(
+            "gaeservices.cache.memory:MemoryCache",
+            "memory://[?max_bytes=64m&max_item_size=1m&default_timeout=S&key_prefix=P]",
+            _nothing_else,
+            _CACHE_OPTIONS | {"max_bytes"},
         ),
-        "appengine": ("gaeservices.cache.appengine:AppEngineCache", "appengine://", _nothing_else),
+        "memcache": Backend(
+            "gaeservices.cache.memcache:MemcacheCache",
+            "memcache://host:port[,host:port...][?connect_timeout=S&timeout=S&retry_delay=S]",
+            _needs_hosts,
+            _CACHE_OPTIONS | {"connect_timeout", "timeout", "retry_delay", "max_pool_size"},
+        ),
+        "appengine": Backend(
+            "gaeservices.cache.appengine:AppEngineCache", "appengine://", _nothing_else, _CACHE_OPTIONS
+        ),
     },
     "store": {
-        "sqlite": ("gaeservices.store.sql:SQLStore", "sqlite:///path/to/file.db", _sqlite),
-        "postgresql": (
+        "sqlite": Backend(
+            "gaeservices.store.sql:SQLStore", "sqlite:///path/to/file.db", _sqlite, _SQL_OPTIONS
+        ),
+        "postgresql": Backend(
             "gaeservices.store.sql:SQLStore",
             "postgresql://[user[:password]@]host[:port]/dbname",
             _anything,
+            None,
         ),
-        "datastore": ("gaeservices.store.datastore:DatastoreStore", "datastore://", _nothing_else),
+        "datastore": Backend(
+            "gaeservices.store.datastore:DatastoreStore",
+            "datastore://[?namespace=N]",
+            _nothing_else,
+            frozenset({"namespace"}),
+        ),
     },
     "queue": {
-        "local": ("gaeservices.tasks.local:LocalQueue", "local://", _nothing_else),
-        "immediate": ("gaeservices.tasks.immediate:ImmediateQueue", "immediate://", _nothing_else),
-        "appengine": ("gaeservices.tasks.appengine:AppEngineQueue", "appengine://", _nothing_else),
+        "local": Backend(
+            "gaeservices.tasks.local:LocalQueue",
+            "local://[?lease=S&tombstone=S&max_payload=BYTES]",
+            _nothing_else,
+            frozenset({"lease", "tombstone", "max_payload"}),
+        ),
+        "immediate": Backend(
+            "gaeservices.tasks.immediate:ImmediateQueue",
+            "immediate://",
+            _nothing_else,
+            frozenset({"max_payload"}),
+        ),
+        "appengine": Backend(
+            "gaeservices.tasks.appengine:AppEngineQueue",
+            "appengine://",
+            _nothing_else,
+            frozenset({"max_payload"}),
+        ),
     },
 }
 BACKENDS["store"]["postgres"] = BACKENDS["store"]["postgresql"]
@@ -194,7 +242,7 @@ def parse_backend_url(kind: str, url: str, variable: str | None = None) -> Backe
     """Parse and validate ``url`` as a backend of ``kind``; raise ConfigurationError."""
     variable = variable or ENV_NAMES.get(kind, kind)
     forms = BACKENDS[kind]
-    accepted = ", ".join(form for _, form, _ in dict.fromkeys(forms.values()))
+    accepted = ", ".join(dict.fromkeys(entry.form for entry in forms.values()))
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(f"{variable}={url!r} is not a URL; accepted forms: {accepted}")
     try:
@@ -210,10 +258,17 @@ def parse_backend_url(kind: str, url: str, variable: str | None = None) -> Backe
             f"accepted forms: {accepted}"
         )
     try:
-        entry[2](parsed)
+        entry.validate(parsed)
+        if entry.options is not None:
+            unknown = sorted(set(parsed.options) - entry.options)
+            if unknown:
+                raise ValueError(
+                    f"unknown option(s) {', '.join(unknown)}; "
+                    f"accepted: {', '.join(sorted(entry.options)) or 'none'}"
+                )
     except ValueError as exc:
         raise ConfigurationError(
-            f"{variable}={_redact(url)!r} is malformed ({exc}); expected {entry[1]}"
+            f"{variable}={_redact(url)!r} is malformed ({exc}); expected {entry.form}"
         ) from None
     return parsed
 
@@ -348,7 +403,7 @@ class Services:
             if backend is None:
                 spec = self._specs[kind]
                 if isinstance(spec, BackendURL):
-                    cls = import_backend(BACKENDS[kind][spec.scheme][0])
+                    cls = import_backend(BACKENDS[kind][spec.scheme].path)
                     backend = cls.from_url(spec, self)
                 else:
                     backend = spec

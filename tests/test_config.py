@@ -61,6 +61,9 @@ def test_app_engine_defaults(tmp_path):
         ("GAESERVICES_STORE", "sqlite://", "a path is required"),
         ("GAESERVICES_STORE", "mysql://x/y", "unknown backend 'mysql'"),
         ("GAESERVICES_QUEUE", "local://somewhere", "takes no host"),
+        ("GAESERVICES_QUEUE", "local://?leese=5", "unknown option(s) leese"),
+        ("GAESERVICES_CACHE", "memcache://h:1?noreply=1", "unknown option(s) noreply"),
+        ("GAESERVICES_STORE", "sqlite:///x.db?busy=1", "unknown option(s) busy"),
     ],
 )
 def test_bad_urls_fail_at_construction(tmp_path, variable, value, fragment):
@@ -70,6 +73,11 @@ def test_bad_urls_fail_at_construction(tmp_path, variable, value, fragment):
     assert variable in message
     assert fragment in message
     assert "accepted forms" in message or "expected" in message
+
+
+def test_postgresql_query_goes_to_the_driver(tmp_path):
+    svc = Services(environ={"GAESERVICES_STORE": "postgresql://h/db?sslmode=require"}, data_dir=str(tmp_path))
+    assert svc.backend_url("store").options == {"sslmode": "require"}
 
 
 def test_password_is_not_echoed_in_errors():

@@ -29,7 +29,6 @@ __all__ = ["AppEngineCache"]
 
 #: The SDK's value limit, less the flag byte.
 MAX_ITEM_SIZE = memcache.MAX_VALUE_SIZE - 1
-_OPTIONS = {"key_prefix", "default_timeout", "max_item_size"}
 
 
 class _Token:
@@ -64,12 +63,6 @@ class AppEngineCache(Cache):
 
     @classmethod
     def from_url(cls, url: Any, services: Any = None) -> AppEngineCache:
-        unknown = set(url.options) - _OPTIONS
-        if unknown:
-            raise ConfigurationError(
-                f"{url!r}: unknown option(s) {', '.join(sorted(unknown))}; accepted: "
-                + ", ".join(sorted(_OPTIONS))
-            )
         return cls(**common_options(url))
 
     # -- encoding to and from what the SDK stores ------------------------------

@@ -43,15 +43,6 @@ __all__ = ["MemcacheCache"]
 logger = logging.getLogger("gaeservices.cache")
 
 _NETWORK_ERRORS = (OSError, MemcacheUnexpectedCloseError)
-_OPTIONS = {
-    "key_prefix",
-    "default_timeout",
-    "max_item_size",
-    "connect_timeout",
-    "timeout",
-    "retry_delay",
-    "max_pool_size",
-}
 
 
 class _Client(Client):
@@ -242,12 +233,6 @@ class MemcacheCache(Cache):
 
     @classmethod
     def from_url(cls, url: Any, services: Any = None) -> MemcacheCache:
-        unknown = set(url.options) - _OPTIONS
-        if unknown:
-            raise ConfigurationError(
-                f"{url!r}: unknown option(s) {', '.join(sorted(unknown))}; accepted: "
-                + ", ".join(sorted(_OPTIONS))
-            )
         options = common_options(url)
         for name, cast in (
             ("connect_timeout", float),

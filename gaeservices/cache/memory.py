@@ -34,7 +34,6 @@ from .api import (
 __all__ = ["MemoryCache"]
 
 _U64 = 2**64
-_OPTIONS = {"key_prefix", "default_timeout", "max_item_size", "max_bytes"}
 
 
 class MemoryCache(Cache):
@@ -62,12 +61,6 @@ class MemoryCache(Cache):
 
     @classmethod
     def from_url(cls, url: Any, services: Any = None) -> MemoryCache:
-        unknown = set(url.options) - _OPTIONS
-        if unknown:
-            raise ConfigurationError(
-                f"{url!r}: unknown option(s) {', '.join(sorted(unknown))}; accepted: "
-                + ", ".join(sorted(_OPTIONS))
-            )
         options = common_options(url)
         if "max_bytes" in url.options:
             options["max_bytes"] = parse_size(url, "max_bytes", url.options["max_bytes"])
