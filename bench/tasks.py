@@ -21,7 +21,6 @@ per task over a direct call.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import statistics

@@ -38,7 +38,7 @@ import mimetypes
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from email.utils import formatdate, parsedate_tz, mktime_tz
 from typing import Any, BinaryIO
 
