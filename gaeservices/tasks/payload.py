@@ -26,7 +26,7 @@ import types
 import uuid
 from typing import Any
 
-from ..exceptions import InvalidTaskError
+from ..exceptions import InvalidTaskError, TaskError
 
 __all__ = [
     "PICKLE_PROTOCOL",
@@ -47,11 +47,11 @@ REFERENCE = b"R"
 STORE_PREFIX = "gaeservices.tasks.payload:"
 
 
-class ForgedPayload(Exception):
+class ForgedPayload(TaskError):
     """The signature does not verify (altered, unsigned, or signed with another key)."""
 
 
-class MalformedPayload(Exception):
+class MalformedPayload(TaskError, ValueError):
     """The body is not a payload at all (empty, no signature, unknown kind)."""
 
 
