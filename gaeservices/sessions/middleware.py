@@ -30,6 +30,7 @@ ENVIRON_KEY = "gaeservices.session"
 
 _SALT = "gaeservices.session"
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{24}").fullmatch
+_VERIFIED_MAX = 10_000
 _SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
 
@@ -129,6 +130,10 @@ class SessionMiddleware:
             flags += f"; SameSite={samesite}"
         self._flags = flags
         self._cookie_marker = cookie_name + "="
+        # Cookie values already verified -> their session id: an HMAC is the
+        # largest cost of a read, and the same cookie comes back request after
+        # request. Only exact, previously verified strings are found here.
+        self._verified: dict[str, tuple[str, bool]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         session = Session(self, environ, start_response)
@@ -142,8 +147,9 @@ class SessionMiddleware:
 
     # -- cookies -------------------------------------------------------------
 
-    def session_id(self, environ: dict[str, Any]) -> str | None:
-        """The verified session id from the request's cookie, or None."""
+    def session_id(self, environ: dict[str, Any]) -> tuple[str, bool] | None:
+        """The verified session id from the request's cookie, and whether the
+        newest key signed it (if not, the cookie is re-signed); or None."""
         header = environ.get("HTTP_COOKIE")
         if not header or self._cookie_marker not in header:
             return None
@@ -152,13 +158,19 @@ class SessionMiddleware:
             if not sep or name != self.cookie_name:
                 continue
             value = value.strip().strip('"')
+            known = self._verified.get(value)
+            if known is not None:
+                return known
             try:
                 sid = self.signer.unsign(value).decode("ascii")
             except Exception:  # any malformed input is simply not a valid session
                 logger.debug("session cookie with a bad signature ignored: %.40r", value)
                 continue
             if _SESSION_ID(sid):
-                return sid
+                if len(self._verified) >= _VERIFIED_MAX:
+                    self._verified.clear()
+                known = self._verified[value] = (sid, self.signer.sign(sid).decode("ascii") == value)
+                return known
             logger.debug("session cookie with a malformed id ignored")
         return None
 

@@ -87,7 +87,7 @@ class Session(MutableMapping[str, Any]):
         "_mw", "_environ", "_start_response", "_loaded", "_responded",
         "_sid", "_cookie", "_raw", "_token", "_data", "_created", "_accessed",
         "_changed", "_cleared", "_snapshots", "_size", "_cycle", "_expire_cookie",
-        "_saved",
+        "_saved", "_refreshed", "_resign",
     )  # fmt: skip
 
     def __init__(self, middleware: SessionMiddleware, environ: dict[str, Any], start_response: Any) -> None:
@@ -221,8 +221,10 @@ class Session(MutableMapping[str, Any]):
         self._cycle = False
         self._expire_cookie = False
         self._saved = False
-        sid = mw.session_id(self._environ)
-        if sid is not None:
+        self._resign = False
+        verified = mw.session_id(self._environ)
+        if verified is not None:
+            sid, current = verified
             raw, token = mw.backend.load(sid)
             if raw is not None:
                 try:
@@ -239,6 +241,8 @@ class Session(MutableMapping[str, Any]):
                         self._data = data
                         self._created = created
                         self._accessed = accessed
+                        self._refreshed = record.get("r", accessed)
+                        self._resign = not current  # signed with a retired key
                         self._changed = {}
                         self._snapshots = {}
                         self._cleared = False
@@ -251,10 +255,11 @@ class Session(MutableMapping[str, Any]):
 
     def _reset(self, now: float) -> None:
         self._sid = None
+        self._resign = False
         self._raw = None
         self._token = None
         self._data = {}
-        self._created = self._accessed = round(now, 3)
+        self._created = self._accessed = self._refreshed = round(now, 3)
         self._changed = {}
         self._snapshots = {}
         self._cleared = False
@@ -296,41 +301,58 @@ class Session(MutableMapping[str, Any]):
             header = self._create(now, ttl)
             mw.backend.delete(old)
             return header
-        if not (changes or self._cleared):
-            if now - self._accessed < mw.refresh_interval:
-                return None  # a read: nothing to write, no cookie to send
-        new = mw.backend.save(self._sid, self._merger(changes, round(now, 3)), self._raw, self._token, ttl + _SLACK)
+        # The cookie's lifetime (and a read-only session's record) is pushed back
+        # at most once per refresh interval, not on every request.
+        refresh = now - self._refreshed >= mw.refresh_interval
+        if not (changes or self._cleared or refresh):
+            if self._resign:
+                self._resign = False
+                return mw.cookie(self._environ, self._sid, ttl)
+            return None  # a read: nothing to write, no cookie to send
+        stamp = round(now, 3)
+        refreshed = stamp if refresh else self._refreshed
+        merge = self._merger(changes, stamp, refreshed)
+        new = mw.backend.save(self._sid, merge, self._raw, self._token, ttl + _SLACK)
         if new is None:
             logger.debug("session %s… vanished while the request ran; not resurrected", self._sid[:6])
             return mw.expired_cookie(self._environ)
         self._raw, self._token = new, None
-        self._accessed = round(now, 3)
+        self._accessed, self._refreshed = stamp, refreshed
         self._changed = {}
         self._cleared = False
         if self._snapshots:
             self._resnapshot()
-        return mw.cookie(self._environ, self._sid, ttl)
+        if refresh or self._resign:
+            self._resign = False
+            return mw.cookie(self._environ, self._sid, ttl)
+        return None
 
     def _create(self, now: float, ttl: int) -> str:
         sid = new_session_id()
-        raw = self._encode({"c": self._created, "a": round(now, 3), "d": self._data})
+        stamp = round(now, 3)
+        raw = self._encode({"c": self._created, "a": stamp, "r": stamp, "d": self._data})
         self._mw.backend.create(sid, raw, ttl + _SLACK)
         self._sid = sid
         self._raw, self._token = raw, None
-        self._accessed = round(now, 3)
+        self._accessed = self._refreshed = stamp
         self._changed = {}
         self._cleared = self._cycle = False
         if self._snapshots:
             self._resnapshot()
         return self._mw.cookie(self._environ, sid, ttl)
 
-    def _merger(self, changes: dict[str, Any], now: float) -> Any:
+    def _merger(self, changes: dict[str, Any], now: float, refreshed: float) -> Any:
         cleared = self._cleared
         encode = self._encode
+        loaded, data_now, created = self._raw, self._data, self._created
 
         def merge(stored: bytes | None) -> bytes | None:
             if stored is None:
                 return None  # deleted (logout) or expired meanwhile: do not resurrect
+            if stored is loaded:
+                # Unchanged since this request read it: its data with our
+                # changes applied is what we hold already.
+                return encode({"c": created, "a": now, "r": refreshed, "d": data_now})
             record = _loads(stored)
             data = {} if cleared else record["d"]
             for key, value in changes.items():
@@ -340,6 +362,7 @@ class Session(MutableMapping[str, Any]):
                     data[key] = value
             record["d"] = data
             record["a"] = now
+            record["r"] = max(refreshed, record.get("r", 0))
             return encode(record)
 
         return merge
