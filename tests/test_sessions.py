@@ -567,7 +567,9 @@ def test_a_tampered_signature_on_a_live_session_is_fuzzed_too(make):
     sid, _, signature = client.cookie.partition(".")
 
     @settings(max_examples=100, deadline=None)
-    @given(st.integers(min_value=0, max_value=len(signature) - 1), st.characters(
+    # The last base64 character carries two padding bits that decode to nothing:
+    # changing only those leaves the same signature, so it is not fuzzed.
+    @given(st.integers(min_value=0, max_value=len(signature) - 2), st.characters(
         whitelist_categories=("Lu", "Ll", "Nd"), max_codepoint=127))
     def flip(position, char):
         forged = signature[:position] + char + signature[position + 1:]
