@@ -49,7 +49,7 @@ def make_cache(request):
     def make(**options):
         query = "&".join(f"{k}={'' if v is None else v}" for k, v in options.items())
         url = BackendURL(base + ("?" + query if query else ""))
-        cls = import_backend(BACKENDS["cache"][url.scheme][0])
+        cls = import_backend(BACKENDS["cache"][url.scheme].path)
         cache = cls.from_url(url, None)
         built.append(cache)
         return cache
