@@ -139,19 +139,29 @@ MODES = ["cache", "cached_db", "db"]
 
 
 class Counter:
-    """Counts SQL statements run on an engine (the store's real traffic)."""
+    """Counts SQL statements that reach SQLite (the store's real traffic, whether
+    run through SQLAlchemy or on the DBAPI connection)."""
 
     def __init__(self, store):
         from sqlalchemy import event
 
+        assert store.engine.dialect.name == "sqlite"
         self.count = 0
         self.writes = 0
 
-        @event.listens_for(store.engine, "before_cursor_execute")
-        def _count(conn, cursor, statement, parameters, context, executemany):
+        def trace(statement):
             self.count += 1
             if statement.split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
                 self.writes += 1
+
+        @event.listens_for(store.engine, "checkout")
+        def _on_checkout(dbapi_connection, record, proxy):
+            dbapi_connection.set_trace_callback(trace)
+
+        @event.listens_for(store.engine, "checkin")
+        def _on_checkin(dbapi_connection, record):
+            if dbapi_connection is not None:
+                dbapi_connection.set_trace_callback(None)
 
 
 def memcached_calls(server):

@@ -14,8 +14,10 @@ option ``sqlite_begin="IMMEDIATE"``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from ..config import BackendURL
@@ -95,3 +97,54 @@ def _create(url: BackendURL) -> Any:
         pool_size=int(url.option("pool_size", 8, int)),
         max_overflow=int(url.option("max_overflow", 8, int)),
     )
+
+
+class Prepared:
+    """A Core statement compiled once for one engine's dialect.
+
+    The hot operations of the store and the queue run these on the pooled DBAPI
+    connection: SQLAlchemy's per-execution machinery (statement coercion, cache
+    keys, result wrapping) costs more than a small SQLite statement itself. The
+    SQL and the parameter order are still SQLAlchemy's, so one statement
+    definition serves both dialects.
+    """
+
+    __slots__ = ("sql", "order")
+
+    def __init__(self, statement: Any, engine: Any, *, column_keys: list[str] | None = None) -> None:
+        compiled = statement.compile(dialect=engine.dialect, column_keys=column_keys)
+        self.sql: str = compiled.string
+        self.order = tuple(compiled.positiontup) if compiled.positional else None
+
+    def params(self, values: dict[str, Any]) -> Any:
+        """The parameters in the form the driver takes (a tuple for SQLite)."""
+        order = self.order
+        return values if order is None else tuple(values[name] for name in order)
+
+
+@contextlib.contextmanager
+def dbapi_cursor(engine: Any, *, write_lock: bool = False) -> Iterator[Any]:
+    """A cursor on a pooled DBAPI connection; commits when the block ends, rolls
+    back if it raises.
+
+    ``write_lock=True`` makes the block one transaction that holds SQLite's write
+    lock from the start (``BEGIN IMMEDIATE``), for read-then-write work; on
+    PostgreSQL the block is always one transaction and takes row locks with
+    ``SELECT … FOR UPDATE``. Without it, each statement on SQLite is its own
+    transaction: use it for blocks of one statement.
+    """
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            if write_lock and engine.dialect.name == "sqlite":  # implicit BEGIN is off
+                cursor.execute("BEGIN IMMEDIATE")
+            yield cursor
+        finally:
+            cursor.close()
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    finally:
+        connection.close()  # back to the pool

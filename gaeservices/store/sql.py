@@ -1,7 +1,9 @@
 """The store on SQLite or PostgreSQL, through SQLAlchemy Core.
 
 One code path serves both dialects; only the ``INSERT … ON CONFLICT`` construct
-is taken from the dialect's module (both databases speak the same upsert).
+is taken from the dialect's module (both databases speak the same upsert). The
+statements are built and compiled once, when the store is made, and run on the
+pooled DBAPI connection (see :class:`~gaeservices.store.engine.Prepared`).
 The table is created on first use, idempotently, in the connection's schema
 (``?options=-csearch_path%3Dmyschema`` on PostgreSQL) under an optional
 ``?table_prefix=``.
@@ -25,7 +27,7 @@ from sqlalchemy import exc as sa_exc
 from ..config import BackendURL
 from ..exceptions import StoreError
 from .api import Updater, check_value, expiry, storage_id
-from .engine import get_engine
+from .engine import Prepared, dbapi_cursor, get_engine
 
 __all__ = ["SQLStore"]
 
@@ -62,7 +64,47 @@ class SQLStore:
         # SQLite: take the write lock when the transaction begins, so two writers
         # never both read and then fail to upgrade their lock.
         self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._dbapi_error = engine.dialect.loaded_dbapi.Error
         self._create_schema()
+        self._prepare()
+
+    def _prepare(self) -> None:
+        t, b, insert, engine = self.table, sa.bindparam, self._insert, self.engine
+        live = sa.or_(t.c.expires.is_(None), t.c.expires > b("now"))
+        row = {"id": b("id"), "value": b("value"), "expires": b("expires")}
+        upsert = insert(t).values(**row)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[t.c.id],
+            set_={"value": upsert.excluded.value, "expires": upsert.excluded.expires},
+        )
+        # An expired row counts as absent: the insert takes its place, in the same
+        # statement, so no one can slip in between the check and the write.
+        # RETURNING, not rowcount: psycopg reports no rowcount for this INSERT,
+        # and a row comes back only if one was written.
+        add = insert(t).values(**row)
+        add = add.on_conflict_do_update(
+            index_elements=[t.c.id],
+            set_={"value": add.excluded.value, "expires": add.excluded.expires},
+            where=sa.and_(t.c.expires.is_not(None), t.c.expires <= b("now")),
+        ).returning(t.c.id)
+        by_id = t.c.id == b("id")
+        statements = {
+            "get": sa.select(t.c.value).where(by_id, live),
+            "put": upsert,
+            "add": add,
+            "delete": sa.delete(t).where(by_id, live),
+            "delete_expected": sa.delete(t).where(by_id, live, t.c.value == b("expected")),
+            "lock": sa.select(t.c.value, t.c.expires).where(by_id).with_for_update(),
+            "rewrite": sa.update(t).where(by_id).values(value=b("value"), expires=b("expires")),
+            "remove": sa.delete(t).where(by_id),
+            "insert_new": insert(t).values(**row).on_conflict_do_nothing(index_elements=[t.c.id]).returning(t.c.id),
+        }
+        self._sql = {name: Prepared(statement, engine) for name, statement in statements.items()}
+
+    def _run(self, cursor: Any, name: str, **values: Any) -> Any:
+        prepared = self._sql[name]
+        cursor.execute(prepared.sql, prepared.params(values))
+        return cursor
 
     @classmethod
     def from_url(cls, url: BackendURL, services: Any = None) -> SQLStore:
@@ -71,10 +113,9 @@ class SQLStore:
     # -- contract ----------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
-        t = self.table
-        query = sa.select(t.c.value).where(t.c.id == storage_id(key), self._live(time.time()))
-        with self._errors("get"), self.engine.connect() as conn:
-            return conn.execute(query).scalar()
+        with self._errors("get"), dbapi_cursor(self.engine) as cursor:
+            row = self._run(cursor, "get", id=storage_id(key), now=time.time()).fetchone()
+        return None if row is None else bytes(row[0])
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         ids = {storage_id(key): key for key in keys}
@@ -94,69 +135,42 @@ class SQLStore:
         return found
 
     def put(self, key: str, value: bytes, *, timeout: float | None = None) -> None:
-        statement = self._insert(self.table).values(
-            id=storage_id(key), value=check_value(value), expires=expiry(timeout)
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[self.table.c.id],
-            set_={"value": statement.excluded.value, "expires": statement.excluded.expires},
-        )
-        with self._errors("put"), self.engine.begin() as conn:
-            conn.execute(statement)
+        row = {"id": storage_id(key), "value": check_value(value), "expires": expiry(timeout)}
+        with self._errors("put"), dbapi_cursor(self.engine) as cursor:
+            self._run(cursor, "put", **row)
 
     def add(self, key: str, value: bytes, *, timeout: float | None = None) -> bool:
-        t = self.table
         now = time.time()
-        statement = self._insert(t).values(
-            id=storage_id(key), value=check_value(value), expires=expiry(timeout, now)
-        )
-        # An expired row counts as absent: the insert takes its place, in the same
-        # statement, so no one can slip in between the check and the write.
-        statement = statement.on_conflict_do_update(
-            index_elements=[t.c.id],
-            set_={"value": statement.excluded.value, "expires": statement.excluded.expires},
-            where=sa.and_(t.c.expires.is_not(None), t.c.expires <= now),
-        ).returning(t.c.id)
-        # RETURNING, not rowcount: psycopg reports no rowcount for an INSERT
-        # through SQLAlchemy, and a row comes back only if one was written.
-        with self._errors("add"), self.engine.begin() as conn:
-            return conn.execute(statement).first() is not None
+        row = {"id": storage_id(key), "value": check_value(value), "expires": expiry(timeout, now)}
+        with self._errors("add"), dbapi_cursor(self.engine) as cursor:
+            return self._run(cursor, "add", now=now, **row).fetchone() is not None
 
     def delete(self, key: str, *, expected: bytes | None = None) -> bool:
-        t = self.table
-        statement = sa.delete(t).where(t.c.id == storage_id(key), self._live(time.time()))
-        if expected is not None:
-            statement = statement.where(t.c.value == check_value(expected))
-        with self._errors("delete"), self.engine.begin() as conn:
-            return conn.execute(statement).rowcount == 1
+        where = {"id": storage_id(key), "now": time.time()}
+        with self._errors("delete"), dbapi_cursor(self.engine) as cursor:
+            if expected is None:
+                return self._run(cursor, "delete", **where).rowcount == 1
+            return self._run(cursor, "delete_expected", expected=check_value(expected), **where).rowcount == 1
 
     def update(self, key: str, fn: Updater, *, timeout: float | None = None) -> bytes | None:
-        t = self.table
         row_id = storage_id(key)
-        locking = sa.select(t.c.value, t.c.expires).where(t.c.id == row_id).with_for_update()
         for _ in range(_UPDATE_ATTEMPTS):
-            with self._errors("update"), self._writer.begin() as conn:
-                row = conn.execute(locking).first()
+            with self._errors("update"), dbapi_cursor(self.engine, write_lock=True) as cursor:
+                row = self._run(cursor, "lock", id=row_id).fetchone()
                 now = time.time()
-                live = row is not None and (row.expires is None or row.expires > now)
-                new = fn(row.value if live else None)
+                live = row is not None and (row[1] is None or row[1] > now)
+                new = fn(bytes(row[0]) if live else None)
                 if new is None:
                     if row is not None:
-                        conn.execute(sa.delete(t).where(t.c.id == row_id))
+                        self._run(cursor, "remove", id=row_id)
                     return None
-                values = {"value": check_value(new), "expires": expiry(timeout, now)}
+                values = {"id": row_id, "value": check_value(new), "expires": expiry(timeout, now)}
                 if row is not None:
-                    conn.execute(sa.update(t).where(t.c.id == row_id).values(**values))
+                    self._run(cursor, "rewrite", **values)
                     return new
                 # No row to lock: a concurrent update may insert the same id first.
                 # Then ours inserts nothing, and we start again and lock theirs.
-                inserted = conn.execute(
-                    self._insert(t)
-                    .values(id=row_id, **values)
-                    .on_conflict_do_nothing(index_elements=[t.c.id])
-                    .returning(t.c.id)
-                ).first()
-                if inserted is not None:
+                if self._run(cursor, "insert_new", **values).fetchone() is not None:
                     return new
         raise StoreError(f"update of {key!r} kept conflicting with concurrent writers")
 
@@ -181,7 +195,7 @@ class SQLStore:
     def _errors(self, operation: str) -> Iterator[None]:
         try:
             yield
-        except sa_exc.SQLAlchemyError as exc:
+        except (sa_exc.SQLAlchemyError, self._dbapi_error) as exc:
             raise StoreError(f"store {operation} failed on {self.dialect}: {exc}") from exc
 
     def _create_schema(self) -> None:

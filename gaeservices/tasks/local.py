@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..config import BackendURL
+from ..store.engine import Prepared, dbapi_cursor, get_engine
 from ..exceptions import (
     ConfigurationError,
     InvalidTaskError,
@@ -139,12 +140,8 @@ class LocalQueue:
         self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
         # RETURNING tells whether the row went in: rowcount is unreliable here on psycopg.
         self._insert = insert(t).on_conflict_do_nothing(index_elements=["name"]).returning(t.c.id)
-        # defer()'s hot path: the statement compiled once, run on the pooled DBAPI
-        # connection. SQLAlchemy's per-execution machinery costs more than the
-        # INSERT itself; the SQL and its parameters are still SQLAlchemy's.
-        compiled = self._insert.compile(dialect=engine.dialect, column_keys=list(_ROW_KEYS))
-        self._insert_sql = compiled.string
-        self._insert_order = tuple(compiled.positiontup) if compiled.positional else None
+        # defer()'s hot path: compiled once, run on the pooled DBAPI connection.
+        self._insert_prepared = Prepared(self._insert, engine, column_keys=list(_ROW_KEYS))
         self._claim_columns = (t.c.id, t.c.name, t.c.queue, t.c.eta, t.c.created, t.c.attempts, t.c.body, t.c.url, t.c.options)
         b = sa.bindparam
         guard = (t.c.id == b("b_id")) & (t.c.attempts == b("b_attempt")) & (t.c.state == PENDING)
@@ -172,7 +169,6 @@ class LocalQueue:
                 f"GAESERVICES_STORE is {shown!r}. Use a sqlite:/// or postgresql:// store, "
                 "or GAESERVICES_QUEUE=appengine:// (on App Engine) or celery://."
             )
-        from ..store.engine import get_engine
 
         max_payload = url.option("max_payload", DEFAULT_MAX_PAYLOAD, int)
         return cls(
@@ -230,22 +226,10 @@ class LocalQueue:
         return TaskHandle(name, task.queue, to_datetime(eta))
 
     def _insert_row(self, row: dict[str, Any]) -> bool:
-        params: Any = row if self._insert_order is None else tuple(row[k] for k in self._insert_order)
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(self._insert_sql, params)  # SQLite: its own transaction
-                inserted = bool(cursor.fetchall())
-            finally:
-                cursor.close()
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connection.close()  # back to the pool
-        return inserted
+        prepared = self._insert_prepared
+        with dbapi_cursor(self.engine) as cursor:
+            cursor.execute(prepared.sql, prepared.params(row))
+            return bool(cursor.fetchall())
 
     def _transaction_connection(self, transactional: Any) -> Any:
         if not transactional:
