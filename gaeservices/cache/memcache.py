@@ -31,8 +31,10 @@ from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import (
     MemcacheClientError,
+    MemcacheIllegalInputError,
     MemcacheServerError,
     MemcacheUnexpectedCloseError,
+    MemcacheUnknownCommandError,
 )
 
 from ..exceptions import CacheError, ConfigurationError, NotAnIntegerError, ValueTooLargeError
@@ -45,11 +47,137 @@ logger = logging.getLogger("gaeservices.cache")
 _NETWORK_ERRORS = (OSError, MemcacheUnexpectedCloseError)
 
 
+_READ = 65536
+_END = b"\r\nEND\r\n"
+_STORED = {b"STORED\r\n": True, b"NOT_STORED\r\n": False, b"EXISTS\r\n": False, b"NOT_FOUND\r\n": None}
+
+
 class _Client(Client):
-    """A pymemcache client for keys that :meth:`Cache._key` has already made valid."""
+    """A pymemcache client for keys that :meth:`Cache._key` has already made valid,
+    with lean single-key ``get``/``gets`` and storage commands.
+
+    pymemcache's general command machinery (multi-key parsing, per-line reads,
+    serializer dispatch) costs about 40% of a loopback round trip. Single-key
+    reads and writes are nearly all of a cache's and a session's traffic, so
+    they are written here as one ``sendall`` and as few ``recv`` calls as the
+    reply needs; connection set-up, timeouts, multi-key and every other command
+    stay pymemcache's. Any error closes the connection, so a half-read reply
+    never leaks into the next command.
+    """
 
     def check_key(self, key: Any, key_prefix: bytes) -> bytes:
         return key
+
+    def _request(self, request: bytes) -> Any:
+        sock = self.sock
+        if sock is None:
+            self._connect()
+            sock = self.sock
+        sock.sendall(request)
+        return sock
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        return self._fetch(key, default)[0]
+
+    def gets(self, key: bytes, default: Any = None, cas_default: Any = None) -> tuple[Any, Any]:
+        return self._fetch(key, default, cas_default)
+
+    def _fetch(self, key: bytes, default: Any, cas_default: Any = None) -> tuple[Any, Any]:
+        try:
+            sock = self._request(b"gets " + key + b"\r\n")
+            buf = sock.recv(_READ)
+            while b"\r\n" not in buf:
+                chunk = sock.recv(_READ)
+                if not chunk:
+                    raise MemcacheUnexpectedCloseError()
+                buf += chunk
+            if buf == b"END\r\n":
+                return default, cas_default
+            if not buf.startswith(b"VALUE "):
+                _raise_reply(buf)
+            eol = buf.index(b"\r\n")
+            _, _, flags, size, cas = buf[:eol].split()
+            start = eol + 2
+            end = start + int(size)
+            need = end + 7
+            if len(buf) < need:
+                buf = _read_rest(sock, buf, need)
+            if len(buf) != need or buf[end:] != _END:
+                raise MemcacheUnexpectedCloseError()
+            data = buf[start:end]
+        except BaseException:
+            self.close()
+            raise
+        return decode(data, int(flags)), cas
+
+    def _store(self, command: bytes, key: bytes, value: tuple[bytes, int], expire: int, tail: bytes = b"") -> Any:
+        data, flags = value
+        request = b"%s %s %d %d %d%s\r\n%s\r\n" % (command, key, flags, expire, len(data), tail, data)
+        try:
+            sock = self._request(request)
+            reply = sock.recv(_READ)
+            while not reply.endswith(b"\r\n"):
+                chunk = sock.recv(_READ)
+                if not chunk:
+                    raise MemcacheUnexpectedCloseError()
+                reply += chunk
+            result = _STORED.get(reply, _MISSING)
+            if result is _MISSING:
+                _raise_reply(reply)
+        except BaseException:
+            self.close()
+            raise
+        return result
+
+    def set(self, key: bytes, value: Any, expire: int = 0, noreply: Any = None, flags: Any = None) -> Any:
+        if noreply or flags is not None:
+            return super().set(key, value, expire, noreply, flags)
+        return self._store(b"set", key, value, expire)
+
+    def add(self, key: bytes, value: Any, expire: int = 0, noreply: Any = None, flags: Any = None) -> Any:
+        if noreply or flags is not None:
+            return super().add(key, value, expire, noreply, flags)
+        return self._store(b"add", key, value, expire)
+
+    def replace(self, key: bytes, value: Any, expire: int = 0, noreply: Any = None, flags: Any = None) -> Any:
+        if noreply or flags is not None:
+            return super().replace(key, value, expire, noreply, flags)
+        return self._store(b"replace", key, value, expire)
+
+    def cas(
+        self, key: bytes, value: Any, cas: Any, expire: int = 0, noreply: Any = False, flags: Any = None
+    ) -> Any:
+        if noreply or flags is not None:
+            return super().cas(key, value, cas, expire, noreply, flags)
+        token = cas if type(cas) is bytes else str(cas).encode("ascii")
+        if not token.isdigit():  # a token goes on the command line: digits only
+            raise MemcacheIllegalInputError(f"cas token must be digits, not {cas!r}")
+        return self._store(b"cas", key, value, expire, b" " + token)
+
+
+def _read_rest(sock: Any, head: bytes, need: int) -> bytes:
+    """Read until ``need`` bytes of reply are in hand (large values)."""
+    buffer = bytearray(need)
+    buffer[: len(head)] = head
+    view = memoryview(buffer)
+    got = len(head)
+    while got < need:
+        count = sock.recv_into(view[got:])
+        if not count:
+            raise MemcacheUnexpectedCloseError()
+        got += count
+    return bytes(buffer)
+
+
+def _raise_reply(reply: bytes) -> None:
+    line = reply.split(b"\r\n", 1)[0].decode("ascii", "replace")
+    if line.startswith("SERVER_ERROR"):
+        raise MemcacheServerError(line[13:])
+    if line.startswith("CLIENT_ERROR"):
+        raise MemcacheClientError(line[13:])
+    if line.startswith("ERROR"):
+        raise MemcacheUnknownCommandError(line)
+    raise MemcacheUnexpectedCloseError(f"unexpected reply from memcached: {line[:80]!r}")
 
 
 class _Serde:
