@@ -174,3 +174,28 @@ def test_keys_sent_to_memcached_are_valid(memcached):
     for key in keys:
         assert key.startswith(b"app:") and len(key) <= 250
         assert all(0x21 <= byte <= 0x7E for byte in key), key
+
+
+def test_replies_of_any_size_and_content_are_read_whole(memcached):
+    cache = MemcacheCache([memcached.address])
+    tricky = b"VALUE x 0 1\r\nEND\r\n" * 3
+    big = bytes(range(256)) * 3600  # 900 KiB: many recv calls
+    assert cache.set("tricky", tricky) and cache.get("tricky") == tricky
+    assert cache.set("big", big) and cache.get("big") == big
+    value, token = cache.gets("big")
+    assert value == big
+    assert cache.cas("big", tricky, token) and cache.get("big") == tricky
+    # the connection is still in step: the next command reads its own reply
+    assert cache.add("fresh", 1) and cache.get("fresh") == 1
+    cache.close()
+
+
+def test_a_cas_token_must_be_digits(memcached):
+    cache = MemcacheCache([memcached.address])
+    cache.set("k", 1)
+    from pymemcache.exceptions import MemcacheIllegalInputError
+
+    with pytest.raises(MemcacheIllegalInputError):
+        cache.cas("k", 2, b"1 0 0 1\r\nflush_all")
+    assert cache.get("k") == 1
+    cache.close()
