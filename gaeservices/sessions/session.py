@@ -38,7 +38,25 @@ _DELETED: Any = object()
 # seconds, and the lifetimes are enforced on load from the record's own times.
 _SLACK = 1
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_loads = json.loads
+_decode = json.JSONDecoder().decode
+
+
+def _loads(raw: bytes) -> Any:
+    return _decode(raw.decode("utf-8"))
+
+
+def _size_bound(value: Any) -> int:
+    """An upper bound of ``len(_dumps(value))``, without encoding scalars."""
+    kind = type(value)
+    if kind is str:
+        return 6 * len(value) + 2  # every character escaped as \uXXXX at worst
+    if kind is int:
+        return len(str(value))
+    if kind is bool or value is None:
+        return 5
+    if kind is float:
+        return 24
+    return len(_dumps(value))
 
 
 def new_session_id() -> str:
@@ -115,14 +133,17 @@ class Session(MutableMapping[str, Any]):
         if type(key) is not str:
             raise TypeError(f"session keys are str, not {type(key).__name__}")
         _check(key, value)
-        size = len(_dumps(value)) + len(key) + 6
+        size = _size_bound(value) + 6 * len(key) + 6
         limit = self._mw.max_size
-        if self._size + size > limit and self._exact_size(key, value) > limit:
-            raise SessionTooLargeError(
-                f"session[{key!r}] = <{size} bytes of JSON> would make the session larger "
-                f"than max_size={limit} bytes; nothing was changed"
-            )
-        self._size += size
+        if self._size + size > limit:
+            exact = self._exact_size(key, value)
+            if exact > limit:
+                raise SessionTooLargeError(
+                    f"session[{key!r}] would make the session {exact} bytes of JSON, more "
+                    f"than max_size={limit} bytes; nothing was changed"
+                )
+        else:
+            self._size += size
         self._data[key] = value
         self._changed[key] = value
         self._snapshots.pop(key, None)
@@ -291,6 +312,9 @@ class Session(MutableMapping[str, Any]):
         if mutated:
             changes = {**mutated, **changes}
         now = time.time()
+        if self._sid is not None and not self._cycle and not (changes or self._cleared or self._resign):
+            if now - self._refreshed < mw.refresh_interval:
+                return None  # a read: nothing to write, no cookie to send
         ttl = mw.ttl(self._created, now)
         if self._sid is None:
             if not self._data:
