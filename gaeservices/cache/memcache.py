@@ -444,18 +444,7 @@ class MemcacheCache(Cache):
             return self._refused(exc, len(encoded[0]))
 
     def set(self, key: str, value: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
-        server_key = self._key(key)
-        encoded = self._encode(value)
-        expire = self._expire(timeout)
-        if self._down_until and self._is_down():
-            return False
-        try:
-            return bool(self._client.set(server_key, encoded, expire))
-        except _NETWORK_ERRORS as exc:
-            self._failed(exc, server_key)
-            return False
-        except MemcacheServerError as exc:
-            return self._refused(exc, len(encoded[0]))
+        return self._store("set", key, value, timeout)
 
     def add(self, key: str, value: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
         return self._store("add", key, value, timeout)
