@@ -77,12 +77,16 @@ def make_app(services: Services):
             "<input name='username' required> <button>Register</button></form>"
             "<p class='note'>Usernames are reserved with <code>claim()</code>: of any number of "
             "simultaneous registrations of one name, exactly one wins. Logging in cycles the "
-            f"session id (<code>{html.escape((session.id or 'none yet')[:6])}…</code>).</p>"
+            f"session id ({_shown_id(session.id)}).</p>"
         )
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
         return [page(TITLE, body)]
 
     return sessions
+
+
+def _shown_id(sid: str | None) -> str:
+    return f"now <code>{html.escape(sid[:6])}…</code>" if sid else "none yet"
 
 
 def _owner_id() -> str:
