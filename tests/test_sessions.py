@@ -348,6 +348,22 @@ def test_max_size(make, mode):
     assert client.request(lambda s: None).data == {"small": "x" * 100, "small2": "z" * 100}
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_max_size_counts_characters_beyond_the_basic_plane(make, mode):
+    # JSON writes such a character as a surrogate pair: twelve bytes for one character.
+    client = Client(make(mode, max_size=1000))
+    client.request(put(small="x"))
+
+    def too_big(session):
+        with pytest.raises(SessionTooLargeError, match="max_size=1000"):
+            session["big"] = "\U0001F600" * 120
+        with pytest.raises(SessionTooLargeError, match="max_size=1000"):
+            session["\U0001F600" * 120] = 1
+
+    assert client.request(too_big).status.startswith("200")
+    assert client.request(lambda s: None).data == {"small": "x"}
+
+
 def test_rewriting_one_key_many_times_is_not_counted_many_times(make):
     client = Client(make(max_size=2000))
 

@@ -49,7 +49,9 @@ def _size_bound(value: Any) -> int:
     """An upper bound of ``len(_dumps(value))``, without encoding scalars."""
     kind = type(value)
     if kind is str:
-        return 6 * len(value) + 2  # every character escaped as \uXXXX at worst
+        # Every character escaped as \uXXXX at worst; one beyond the basic
+        # plane is a surrogate pair, two escapes. isascii() is a flag lookup.
+        return (6 if value.isascii() else 12) * len(value) + 2
     if kind is int:
         return len(str(value))
     if kind is bool or value is None:
@@ -133,7 +135,7 @@ class Session(MutableMapping[str, Any]):
         if type(key) is not str:
             raise TypeError(f"session keys are str, not {type(key).__name__}")
         _check(key, value)
-        size = _size_bound(value) + 6 * len(key) + 6
+        size = _size_bound(value) + _size_bound(key) + 4
         limit = self._mw.max_size
         if self._size + size > limit:
             exact = self._exact_size(key, value)
