@@ -148,6 +148,20 @@ def test_missing_content_length_is_malformed(svc):
     assert fx.calls == []
 
 
+def test_digit_like_numbers_in_headers_are_answered_not_raised(svc):
+    # "\xb2" (superscript two, a latin-1 header byte) passes str.isdigit but not int().
+    app = DeferredApp(svc)
+    body = signed_call(svc, fx.record, 1)
+    status, _, _ = post(app, body, headers={"CONTENT_LENGTH": "\xb2"}, validate=False)
+    assert status == 400
+    assert fx.calls == []
+    forged, _ = sentinel_body(Services(secret_key="wrong-key", data_dir=svc.data_dir, environ={}))
+    assert post(app, forged, headers={"HTTP_X_APPENGINE_TASKRETRYCOUNT": "\xb2"})[0] == 403
+    assert fx.unpickled == []
+    assert post(app, body, headers={"HTTP_X_APPENGINE_TASKRETRYCOUNT": "\xb2"})[0] == 200
+    assert fx.calls == [((1,), {})]
+
+
 def test_app_engine_requires_the_task_header(svc):
     app = DeferredApp(svc, require_task_header=True)
     body = signed_call(svc, fx.record, 1)

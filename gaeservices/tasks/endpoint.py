@@ -178,7 +178,7 @@ class DeferredApp:
             logger.warning("refused a request without X-AppEngine-TaskName")
             return _respond(start_response, 403, "not sent by the task queue")
         length = environ.get("CONTENT_LENGTH") or ""
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):  # "\xb2".isdigit(), yet int() refuses it
             return _respond(start_response, 400, "a body with a Content-Length is required")
         size = int(length)
         if size > self.max_body:
@@ -205,7 +205,7 @@ def _context_from(environ: dict[str, Any]) -> TaskContext:
     return TaskContext(
         name=get("HTTP_X_APPENGINE_TASKNAME", ""),
         queue=get("HTTP_X_APPENGINE_QUEUENAME", "default"),
-        execution_count=(int(retries) if retries.isdigit() else 0) + 1,
+        execution_count=(int(retries) if retries.isascii() and retries.isdigit() else 0) + 1,
         eta=eta_value,
     )
 
