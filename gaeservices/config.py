@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping
@@ -42,6 +44,8 @@ class BackendURL:
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
+        if "#" in url:  # urlsplit drops a fragment: a path or password would end there
+            raise ValueError("'#' starts a URL fragment; write a '#' in a path or password as %23")
         self.url = url
         self.scheme = parts.scheme
         netloc = parts.netloc
@@ -78,6 +82,8 @@ def _split_host_port(item: str) -> tuple[str, int | None]:
         port = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+        if ":" in host:
+            raise ValueError(f"IPv6 addresses go in brackets, as [::1]:11211, not {item!r}")
     if not host:
         raise ValueError(f"no host in {item!r}")
     if port:
@@ -87,13 +93,18 @@ def _split_host_port(item: str) -> tuple[str, int | None]:
     return host, None
 
 
+# scheme://user:PASSWORD@ -- up to the last "@", so a password holding a raw "@",
+# "#" or "/" (which URL parsing would split elsewhere) is still hidden whole.
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#]*:)(.*)@", re.DOTALL)
+
+
 def _redact(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    """The URL with any password replaced, for messages and logs.
+
+    Works on the text rather than a parse, so it also serves URLs too malformed
+    to parse (an unclosed IPv6 bracket), which are exactly the ones reported.
+    """
+    return _PASSWORD.sub(r"\1***@", url, count=1)
 
 
 # --- the registry ------------------------------------------------------------
@@ -143,6 +154,11 @@ def _sqlite(url: BackendURL) -> None:
     if url.hosts:
         raise ValueError("sqlite URLs have no host: use sqlite:///relative.db or sqlite:////abs.db")
     _needs_path(url)
+    if url.path[1:] == ":memory:":
+        raise ValueError(
+            "an in-memory database (:memory:) belongs to one connection, and the store and "
+            "queue use a pool of them: give a file path"
+        )
 
 
 def _anything(url: BackendURL) -> None:
@@ -151,6 +167,64 @@ def _anything(url: BackendURL) -> None:
 
 _CACHE_OPTIONS = frozenset({"key_prefix", "default_timeout", "max_item_size"})
 _SQL_OPTIONS = frozenset({"busy_timeout_ms", "pool_size", "max_overflow", "table_prefix"})
+
+
+# Option values are checked here, with the URL, so that a typo in one fails when
+# Services is built rather than when the backend is first used. A check raises
+# ValueError with what it expects; ranges a backend enforces itself (a positive
+# default_timeout, the App Engine item limit) are left to the backend.
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError("is not a number")
+    return value
+
+
+def _count(text: str) -> None:
+    if not text.strip().isdigit():
+        raise ValueError("is not a whole number >= 0")
+
+
+def _seconds(text: str) -> None:
+    if _number(text) < 0:
+        raise ValueError("is not a number of seconds >= 0")
+
+
+def _positive_seconds(text: str) -> None:
+    if _number(text) <= 0:
+        raise ValueError("is not a number of seconds > 0")
+
+
+def _timeout(text: str) -> None:
+    if text.lower() not in ("none", "never"):
+        _number(text)
+
+
+def _size(text: str) -> None:
+    if not re.fullmatch(r"\s*\d+\s*[kKmMgG]?[bB]?\s*", text):
+        raise ValueError("is not a size such as 1048576 or 1m")
+
+
+_OPTION_CHECKS: dict[str, Callable[[str], Any]] = {
+    "pool_size": _count,
+    "max_overflow": _count,
+    "busy_timeout_ms": _count,
+    "max_pool_size": _count,
+    "max_payload": _count,
+    "connect_timeout": _seconds,
+    "timeout": _seconds,
+    "retry_delay": _seconds,
+    "tombstone": _seconds,
+    "lease": _positive_seconds,
+    "default_timeout": _timeout,
+    "max_item_size": _size,
+    "max_bytes": _size,
+}
 
 BACKENDS: dict[str, dict[str, Backend]] = {
     "cache": {
@@ -266,6 +340,15 @@ def parse_backend_url(kind: str, url: str, variable: str | None = None) -> Backe
                     f"unknown option(s) {', '.join(unknown)}; "
                     f"accepted: {', '.join(sorted(entry.options)) or 'none'}"
                 )
+        # With options=None the rest of the query belongs to the driver: check only ours.
+        own = entry.options if entry.options is not None else _SQL_OPTIONS
+        for name in sorted(own & parsed.options.keys()):
+            check, value = _OPTION_CHECKS.get(name), parsed.options[name]
+            if check is not None and value != "":
+                try:
+                    check(value)
+                except ValueError as problem:
+                    raise ValueError(f"{name}={value!r} {problem}") from None
     except ValueError as exc:
         raise ConfigurationError(
             f"{variable}={_redact(url)!r} is malformed ({exc}); expected {entry.form}"

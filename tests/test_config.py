@@ -143,3 +143,53 @@ def test_import_is_light():
         timings.append(float(seconds))
         assert heavy in ([], [""]), heavy
     assert min(timings) < 0.05, timings
+
+
+@pytest.mark.parametrize(
+    "variable, value, fragment",
+    [
+        ("GAESERVICES_STORE", "sqlite:///x.db?pool_size=abc", "pool_size='abc'"),
+        ("GAESERVICES_STORE", "sqlite:///x.db?busy_timeout_ms=fast", "busy_timeout_ms='fast'"),
+        ("GAESERVICES_STORE", "postgresql://h/db?max_overflow=lots", "max_overflow='lots'"),
+        ("GAESERVICES_QUEUE", "local://?lease=soon", "lease='soon'"),
+        ("GAESERVICES_QUEUE", "local://?lease=0", "lease='0'"),
+        ("GAESERVICES_QUEUE", "local://?tombstone=-1", "tombstone='-1'"),
+        ("GAESERVICES_QUEUE", "local://?max_payload=big", "max_payload='big'"),
+        ("GAESERVICES_QUEUE", "immediate://?max_payload=big", "max_payload='big'"),
+        ("GAESERVICES_CACHE", "memory://?max_bytes=lots", "max_bytes='lots'"),
+        ("GAESERVICES_CACHE", "memory://?default_timeout=soon", "default_timeout='soon'"),
+        ("GAESERVICES_CACHE", "memcache://h:1?max_pool_size=x", "max_pool_size='x'"),
+        ("GAESERVICES_CACHE", "memcache://h:1?timeout=nan", "timeout='nan'"),
+    ],
+)
+def test_option_values_are_checked_at_construction(tmp_path, variable, value, fragment):
+    with pytest.raises(ConfigurationError) as info:
+        Services(environ={variable: value}, data_dir=str(tmp_path))
+    message = str(info.value)
+    assert variable in message and fragment in message and "expected" in message
+
+
+@pytest.mark.parametrize(
+    "variable, value, fragment",
+    [
+        ("GAESERVICES_CACHE", "memcache://[::1:11211", "Invalid IPv6 URL"),
+        ("GAESERVICES_STORE", "postgresql://u:hunter2@[::1/db", "Invalid IPv6 URL"),
+        ("GAESERVICES_CACHE", "memcache://::1", "brackets"),
+        ("GAESERVICES_STORE", "sqlite:///:memory:", ":memory:"),
+        ("GAESERVICES_STORE", "sqlite:///data#1/store.db", "%23"),
+        ("GAESERVICES_STORE", "postgresql://u:hunter2#x@h/db", "%23"),
+    ],
+)
+def test_malformed_hosts_and_paths_fail_at_construction(tmp_path, variable, value, fragment):
+    with pytest.raises(ConfigurationError) as info:
+        Services(environ={variable: value}, data_dir=str(tmp_path))
+    message = str(info.value)
+    assert variable in message and fragment in message
+    assert "hunter2" not in message
+
+
+def test_ipv6_hosts_and_encoded_passwords():
+    url = BackendURL("postgresql://me:p%40ss%3Aw%2Frd@[::1]:5432/db")
+    assert url.hosts == [("::1", 5432)]
+    assert (url.username, url.password) == ("me", "p@ss:w/rd")
+    assert "p%40ss" not in repr(url)
