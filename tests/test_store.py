@@ -394,3 +394,18 @@ def test_table_prefix_and_idempotent_schema(tmp_path):
     finally:
         dispose_engine(plain)
         dispose_engine(prefixed)
+
+
+def test_sqlite_path_is_percent_decoded_once(tmp_path):
+    from gaeservices.store.engine import dispose_engine
+    from gaeservices.store.sql import SQLStore
+
+    url = BackendURL(f"sqlite:///{tmp_path}/with%20space/100%25/store.db")
+    store = SQLStore.from_url(url, None)
+    try:
+        store.put("k", b"v")
+        assert store.get("k") == b"v"
+        assert (tmp_path / "with space" / "100%" / "store.db").exists()
+    finally:
+        dispose_engine(url)
+

@@ -50,8 +50,14 @@ def dispose_engine(url: BackendURL) -> None:
 
 
 def sqlite_path(url: BackendURL) -> str:
-    """``sqlite:///rel.db`` is relative to the working directory, ``sqlite:////abs.db`` absolute."""
-    return url.path[1:]
+    """``sqlite:///rel.db`` is relative to the working directory, ``sqlite:////abs.db`` absolute.
+
+    Percent-escapes are decoded here, once (``%20`` is a space, ``%25`` a percent
+    sign), and the file path goes to SQLAlchemy as it is, not through its URL parser.
+    """
+    from urllib.parse import unquote
+
+    return unquote(url.path[1:])
 
 
 def _create(url: BackendURL) -> Any:
@@ -65,7 +71,7 @@ def _create(url: BackendURL) -> Any:
             os.makedirs(folder, exist_ok=True)
         busy_ms = int(url.option("busy_timeout_ms", SQLITE_BUSY_TIMEOUT_MS, int))
         engine = sqlalchemy.create_engine(
-            "sqlite+pysqlite:///" + path,
+            sqlalchemy.engine.URL.create("sqlite+pysqlite", database=path),
             connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
             pool_size=int(url.option("pool_size", 8, int)),
             max_overflow=int(url.option("max_overflow", 8, int)),
