@@ -409,3 +409,34 @@ def test_sqlite_path_is_percent_decoded_once(tmp_path):
     finally:
         dispose_engine(url)
 
+
+def test_postgresql_connection_lost_mid_update_reports_the_loss_and_recovers(postgres_url):
+    """The server ends the connection while ``update`` holds the row: the error
+    names what happened, nothing is written, and the next call works."""
+    import psycopg
+
+    from gaeservices.store.engine import dispose_engine
+    from gaeservices.store.sql import SQLStore
+
+    url = BackendURL(postgres_url)
+    store = SQLStore.from_url(url, None)
+    admin = psycopg.connect("host=127.0.0.1 port=5432 dbname=test", autocommit=True)
+    try:
+        store.put("k", b"before")
+
+        def terminate_own_connection(current):
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND query LIKE %s",
+                ("%gaeservices_store%FOR UPDATE%",),
+            )
+            return b"after"
+
+        with pytest.raises(StoreError) as info:
+            store.update("k", terminate_own_connection)
+        assert isinstance(info.value.__cause__, psycopg.errors.AdminShutdown), repr(info.value.__cause__)
+        assert store.get("k") == b"before"
+        assert store.update("k", lambda current: current + b"!") == b"before!"
+    finally:
+        admin.close()
+        dispose_engine(url)

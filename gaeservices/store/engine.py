@@ -150,7 +150,13 @@ def dbapi_cursor(engine: Any, *, write_lock: bool = False) -> Iterator[Any]:
             cursor.close()
         connection.commit()
     except BaseException:
-        connection.rollback()
+        try:
+            connection.rollback()
+        except Exception:
+            # The connection is gone (the server ended it): the transaction went
+            # with it. Drop the connection from the pool, and report the error
+            # that happened, not the failed rollback.
+            connection.invalidate()
         raise
     finally:
         connection.close()  # back to the pool
