@@ -80,6 +80,28 @@ def test_symlink_swapped_after_first_serve_is_caught(services, tree):
     assert serve_file(Request.blank("/"), "moving.txt", services=services).status_int == 404
 
 
+def test_remembered_target_replaced_by_a_symlink_is_caught(services, tree):
+    # The name still leads to the same inode (through a hard link), but the path
+    # remembered for it now is a symlink leading out of the root.
+    root, outside = tree
+    real = os.path.join(root, "real.txt")
+    with open(real, "w") as f:
+        f.write("inside")
+    os.symlink(real, os.path.join(root, "via.txt"))
+    response = serve_file(Request.blank("/"), "via.txt", services=services)
+    assert Request.blank("/").get_response(response).body == b"inside"
+    os.link(real, os.path.join(root, "keep.txt"))
+    os.unlink(os.path.join(root, "via.txt"))
+    os.symlink(os.path.join(root, "keep.txt"), os.path.join(root, "via.txt"))
+    os.unlink(real)
+    os.symlink(os.path.join(outside, "secret.txt"), real)
+    for backend in ("stream", "xsendfile"):
+        response = serve_file(Request.blank("/"), "via.txt", services=services, backend=backend)
+        assert response.status_int in (200, 404), backend
+        assert b"secret" not in Request.blank("/").get_response(response).body, backend
+        assert response.headers.get("X-Sendfile") in (None, os.path.join(root, "keep.txt")), backend
+
+
 def test_explicit_root(services, tree, tmp_path):
     root, outside = tree
     response = serve_file(Request.blank("/"), "secret.txt", services=services, root=outside)

@@ -5,7 +5,10 @@ a NUL byte, is absolute, has a ``..`` component, or resolves -- through symlinks
 -- to somewhere outside its root. Resolving symlinks costs a ``realpath`` (about
 12 µs), so resolutions are remembered and revalidated with one ``stat``: a
 remembered answer is reused only while the name still leads to the same inode,
-so swapping a symlink to point elsewhere forces a fresh check.
+so swapping a symlink to point elsewhere forces a fresh check. When the name
+went through a symlink, the remembered canonical path (what is opened) is
+stat'ed too: it must still hold that inode, or a symlink put in its place could
+lead out of the root while the name itself still looks unchanged.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def resolve(root: str, name: str) -> tuple[str, os.stat_result]:
     if remembered is not None:
         joined, path, ino, dev = remembered
         st = os.stat(joined)
-        if st.st_ino == ino and st.st_dev == dev:
+        if st.st_ino == ino and st.st_dev == dev and (path == joined or _holds(path, ino, dev)):
             return path, st
         _resolved.pop(key, None)
     parts = check_name(name)
@@ -77,6 +80,14 @@ def resolve(root: str, name: str) -> tuple[str, os.stat_result]:
         _resolved.pop(next(iter(_resolved)), None)
     _resolved[key] = (joined, path, st.st_ino, st.st_dev)
     return path, st
+
+
+def _holds(path: str, ino: int, dev: int) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_ino == ino and st.st_dev == dev
 
 
 def refuse(name: object, reason: object) -> None:
