@@ -404,3 +404,29 @@ def test_worker_drain_runs_what_is_due_and_exits(tmp_path, store_url):
     assert process.wait(60) == 0
     assert sorted(_lines(evidence)) == ["0", "1", "2", "3", "4"]
     svc.close()
+
+
+def test_outcomes_that_cannot_be_written_are_kept_and_written_later(svc, monkeypatch):
+    """The database refuses a mid-batch write of outcomes: the tasks that ran are
+    not run again, and the rest of the batch still runs."""
+    import sqlalchemy
+
+    from gaeservices.tasks import worker
+
+    names = [defer(fx.record, i, _services=svc).name for i in range(3)]
+    queue = svc.queue
+    real_finish = queue.finish
+    refused = []
+
+    def finish_once_unreachable(results):
+        if not refused:
+            refused.append(len(results))
+            raise sqlalchemy.exc.OperationalError("UPDATE gaeservices_tasks", {}, Exception("server closed the connection"))
+        return real_finish(results)
+
+    monkeypatch.setattr(queue, "finish", finish_once_unreachable)
+    monkeypatch.setattr(worker, "FLUSH_SECONDS", 0.0)  # every outcome is written as it comes
+    drain(svc, poll=0.05)
+    assert refused == [1]
+    assert sorted(c[0][0] for c in fx.calls) == [0, 1, 2]
+    assert [(info(svc, n).state, info(svc, n).attempts) for n in names] == [("done", 1)] * 3

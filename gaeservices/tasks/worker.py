@@ -178,14 +178,23 @@ class Dispatcher:
         flush_at = time.monotonic() + FLUSH_SECONDS
         for index, task in enumerate(tasks):
             if self._stopping.is_set():
-                self.queue.release(tasks[index:])
+                try:
+                    self.queue.release(tasks[index:])
+                except Exception:  # their leases will run out and they will run then
+                    logger.exception("could not give back %d task(s)", len(tasks) - index)
                 break
             results.append((task, self.deliver(task)))
             if time.monotonic() >= flush_at:
-                self.queue.finish(results)
-                with self._lock:
-                    self.processed += len(results)
-                results = []
+                # If the database is away, the outcomes stay with us and go in with a
+                # later write: dropping them would run these tasks again.
+                try:
+                    self.queue.finish(results)
+                except Exception:
+                    logger.exception("could not record %d outcome(s) yet; keeping them", len(results))
+                else:
+                    with self._lock:
+                        self.processed += len(results)
+                    results = []
                 flush_at = time.monotonic() + FLUSH_SECONDS
         with self._lock:
             self.processed += len(results)
