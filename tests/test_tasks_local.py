@@ -430,3 +430,36 @@ def test_outcomes_that_cannot_be_written_are_kept_and_written_later(svc, monkeyp
     assert refused == [1]
     assert sorted(c[0][0] for c in fx.calls) == [0, 1, 2]
     assert [(info(svc, n).state, info(svc, n).attempts) for n in names] == [("done", 1)] * 3
+
+
+def test_processes_starting_at_once_on_a_fresh_database_all_get_the_queue(tmp_path, store_url):
+    """Several workers start together against a database without the table: each
+    creates it or finds it, none fails."""
+    from gaeservices.config import BackendURL
+    from gaeservices.store.engine import _create
+
+    services = make_services(tmp_path, store_url)
+    engines = [_create(BackendURL(store_url)) for _ in range(8)]  # one per process
+    barrier = threading.Barrier(len(engines))
+    errors = []
+
+    def start(engine):
+        barrier.wait()
+        try:
+            LocalQueue(engine, services)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(engine,)) for engine in engines]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert errors == []
+    defer(fx.record, "after", _services=services)
+    assert drain(services) == 1
+    services.close()

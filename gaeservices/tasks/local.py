@@ -133,11 +133,19 @@ class LocalQueue:
             sa.Column("finished", sa.Float(), nullable=True),
             sa.Index(f"{name}_due", "state", "queue", "eta"),
         )
-        metadata.create_all(engine, checkfirst=True)
         self._sa = sa
         # SQLite: take the write lock at BEGIN, so two claimers never both read
         # the same rows and then race to upgrade their locks.
         self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
+        try:
+            # The writer, so that on SQLite the check and the creation happen under
+            # one write lock (a deferred transaction would fail, not wait, to upgrade).
+            metadata.create_all(self._writer, checkfirst=True)
+        except sa.exc.SQLAlchemyError:
+            # Workers starting at once: PostgreSQL may refuse the second CREATE of
+            # the same table. The first one's table, committed with its indexes, serves.
+            if not sa.inspect(engine).has_table(name):
+                raise
         # RETURNING tells whether the row went in: rowcount is unreliable here on psycopg.
         self._insert = insert(t).on_conflict_do_nothing(index_elements=["name"]).returning(t.c.id)
         # defer()'s hot path: compiled once, run on the pooled DBAPI connection.
