@@ -108,6 +108,19 @@ def test_explicit_root(services, tree, tmp_path):
     assert response.status_int == 200
 
 
+@pytest.mark.parametrize("name", ["tab\there.txt", "esc\x1bhere.txt", "del\x7fhere.txt", "cr\rhere.txt"])
+def test_control_characters_never_reach_an_x_sendfile_header(services, tree, name, caplog):
+    # PEP 3333: a header value holds no control character at all, not only CR and LF.
+    root, _ = tree
+    with open(os.path.join(root, name), "w") as f:
+        f.write("ok")
+    with caplog.at_level(logging.WARNING, logger="gaeservices.filetransfers"):
+        response = serve_file(Request.blank("/"), name, services=services, backend="xsendfile")
+    result = call(response)  # under wsgiref.validate
+    assert result.code == 404 and "X-Sendfile" not in result.headers
+    assert "refused to serve" in caplog.text
+
+
 # --- the middleware's roots ----------------------------------------------------------
 
 

@@ -5,7 +5,9 @@ The application answers with headers only; Apache (mod_xsendfile) or lighttpd re
 and serves the file itself, ranges and conditional requests included. The worker
 is free as soon as the headers are out.
 
-Paths with CR or LF are refused (404): they cannot travel in a header. Non-ASCII
+Paths with CR or LF are refused (404): they cannot travel in a header; nor can
+any other control character (PEP 3333), so ``X-Sendfile`` refuses those too
+while ``X-Accel-Redirect`` percent-encodes them. Non-ASCII
 path bytes travel as latin-1 (PEP 3333's convention) in ``X-Sendfile``; the nginx
 URI is percent-encoded, which nginx decodes.
 """
@@ -13,6 +15,7 @@ URI is percent-encoded, which nginx decodes.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +26,8 @@ from .sources import local_file, real_root
 from .stream_backend import make_response, not_found_response
 
 __all__ = ["XSendfileBackend", "XAccelBackend"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]").search
 
 
 def _header_headers(source: Any, save_as: bool | str, content_type: str | None) -> list[tuple[str, str]]:
@@ -77,6 +82,8 @@ class XSendfileBackend(_FrontServerBackend):
         return cls(root=settings.root)
 
     def header(self, path: str) -> tuple[str, str]:
+        if _CONTROL(path):  # X-Accel-Redirect percent-encodes them; here they would travel raw
+            raise UnsafePath("control character in path")
         return ("X-Sendfile", os.fsencode(path).decode("latin-1"))
 
 
