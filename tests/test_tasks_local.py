@@ -463,3 +463,14 @@ def test_processes_starting_at_once_on_a_fresh_database_all_get_the_queue(tmp_pa
     defer(fx.record, "after", _services=services)
     assert drain(services) == 1
     services.close()
+
+
+def test_retry_by_hand_leaves_a_running_task_to_its_worker(svc):
+    handle = defer(fx.record, "running", _services=svc)
+    queue = svc.queue
+    (running,) = queue.claim(1)  # a worker holds it, within its lease
+    assert queue.retry(handle.name) is False
+    assert queue.claim(1) == []  # so no second worker runs it at the same time
+    from gaeservices.tasks.endpoint import TaskResult
+
+    assert queue.finish([(running, TaskResult(200, "success"))]) == 1

@@ -102,7 +102,7 @@ def _retry(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> 
     status = 0
     for name in options.names:
         ok = queue.retry(name)
-        print(f"{name}\t{'due now' if ok else 'not found, done, or without a payload'}", file=out)
+        print(f"{name}\t{'due now' if ok else 'not found, done, running, or without a payload'}", file=out)
         status |= 0 if ok else 1
     return status
 

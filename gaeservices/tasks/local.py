@@ -398,14 +398,20 @@ class LocalQueue:
             return {(q, STATE_NAMES[s]): n for q, s, n in conn.execute(query)}
 
     def retry(self, name: str) -> bool:
-        """Make a failed (or waiting) task due now, with its attempts kept."""
+        """Make a failed (or waiting) task due now, with its attempts kept.
+
+        A task a worker is running (its lease not yet out) is left to that worker:
+        making it due would have a second worker run it at the same time.
+        """
         t = self.table
+        now = time.time()
+        not_running = t.c.leased_until.is_(None) | (t.c.leased_until <= now)
         with self._writer.begin() as conn:
             return bool(
                 conn.execute(
                     t.update()
-                    .where(t.c.name == name, t.c.state.in_([PENDING, FAILED]), t.c.body.is_not(None))
-                    .values(state=PENDING, eta=time.time(), leased_until=None)
+                    .where(t.c.name == name, t.c.state.in_([PENDING, FAILED]), t.c.body.is_not(None), not_running)
+                    .values(state=PENDING, eta=now, leased_until=None)
                 ).rowcount
             )
 
