@@ -130,6 +130,16 @@ def test_private_callback_cannot_be_replayed_or_forged(gae, testbed):
         uploaded_files(callback("/files/done", old, fresh), private=True, services=gae)
 
 
+def test_private_callback_forged_with_a_fresh_creation_date_is_refused(gae, testbed):
+    # A callback posted straight to the success URL states any creation time it
+    # likes; the blob's own record says when it was really made.
+    make_blob(testbed, "victim-2", b"theirs", creation=datetime.datetime.utcnow() - datetime.timedelta(hours=1))
+    _, fresh = prepare_upload(Request.blank("/"), "/files/done", private=True, services=gae)
+    forged = {"file": ("victim-2", "theirs.txt", b"theirs", datetime.datetime.utcnow())}
+    with pytest.raises(UploadRejectedError, match="predates"):
+        uploaded_files(callback("/files/done", forged, fresh), private=True, services=gae)
+
+
 def test_blobstore_backend_chosen_per_call_off_app_engine(services, testbed):
     make_blob(testbed, "blob-4", b"x")
     response = serve_file(Request.blank("/"), "blob-4", services=services, backend="blobstore")

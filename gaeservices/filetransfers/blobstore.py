@@ -11,7 +11,9 @@ file as a blob and then posts the form to the success URL with every file part
 replaced by a ``message/external-body`` reference carrying its blob key. For a
 private upload the one-time token (see :mod:`.tokens`) must redeem, and every blob
 must have been created after the token was issued: a callback forged with an
-older blob's key -- someone else's file -- is rejected.
+older blob's key -- someone else's file -- is rejected. The creation time is read
+from the blob's BlobInfo, not from the callback, which anyone can write; a blob
+without one (a Cloud Storage upload) can only be checked against the callback's.
 """
 
 from __future__ import annotations
@@ -115,8 +117,13 @@ class BlobstoreBackend:
                 info = blobstore.parse_blob_info(part)
             except blobstore.BlobInfoParseError as exc:
                 raise UploadRejectedError(f"field {field!r} is not a valid blob reference: {exc}") from None
-            if issued is not None and calendar.timegm(info.creation.utctimetuple()) < issued - _CLOCK_SKEW:
-                raise UploadRejectedError(f"blob {info.key()} predates this upload's token")
+            if issued is not None:
+                # The part's creation time is whatever the poster wrote; a blob's
+                # own record is the truth (Cloud Storage uploads have none).
+                stored = blobstore.BlobInfo.get(info.key())
+                creation = stored.creation if stored is not None else info.creation
+                if calendar.timegm(creation.utctimetuple()) < issued - _CLOCK_SKEW:
+                    raise UploadRejectedError(f"blob {info.key()} predates this upload's token")
             key = str(info.key())
             files.append(UploadedFile(field=field, filename=info.filename, content_type=info.content_type,
                                       size=info.size, name=key, blob_key=key))
