@@ -329,6 +329,14 @@ def test_timeout_zero_or_negative_expires_at_once(cache):
     assert cache.get("t") is None
 
 
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan")])
+def test_a_timeout_that_is_no_number_of_seconds_is_refused(cache, timeout):
+    cache.set("k", "old")
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        cache.set("k", "new", timeout=timeout)
+    assert cache.get("k") == "old"
+
+
 def test_timeouts_expire_items(make_cache):
     cache = make_cache(default_timeout=1)
     cache.clear()

@@ -195,7 +195,12 @@ class Cache:
             return _NEVER
         if timeout <= 0:
             return _EXPIRED
-        seconds = math.ceil(timeout)
+        try:
+            seconds = math.ceil(timeout)
+        except (OverflowError, ValueError):
+            raise ValueError(
+                f"timeout={timeout!r}: give a finite number of seconds, or None for no expiry"
+            ) from None
         if seconds > THIRTY_DAYS:
             return int(time.time()) + seconds
         return seconds
