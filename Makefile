@@ -42,7 +42,7 @@ bench: $(VENV)/.dev-installed memcached
 	$(PY) -m bench all
 
 lint: $(VENV)/.dev-installed
-	$(PY) -m ruff check gaeservices tests bench || true
+	$(PY) -m ruff check --select F,E9 gaeservices tests bench examples wsgi
 
 clean:
 	rm -rf $(VENV) .gaeservices build *.egg-info .pytest_cache

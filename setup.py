@@ -35,6 +35,7 @@ setup(
                 + [
                     "pytest>=7",
                     "pytest-timeout>=2",
+                    "ruff>=0.4",
                     "hypothesis>=6",
                     "aiosmtpd>=1.4",
                     # peers the benchmarks measure against
