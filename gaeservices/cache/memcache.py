@@ -268,10 +268,10 @@ class ServerPool:
         return result
 
     def add(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool:
-        return self._call(Client.add, key, value, expire)
+        return self._call(_Client.add, key, value, expire)
 
     def replace(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool:
-        return self._call(Client.replace, key, value, expire)
+        return self._call(_Client.replace, key, value, expire)
 
     def set_many(self, values: dict[bytes, tuple[bytes, int]], expire: int) -> list[bytes]:
         return self._call(Client.set_many, values, expire)
@@ -283,10 +283,10 @@ class ServerPool:
         return self._call(Client.delete_many, keys, noreply=noreply)
 
     def gets(self, key: bytes) -> tuple[Any, Any]:
-        return self._call(Client.gets, key)
+        return self._call(_Client.gets, key)
 
     def cas(self, key: bytes, value: tuple[bytes, int], token: Any, expire: int) -> bool | None:
-        return self._call(Client.cas, key, value, token, expire)
+        return self._call(_Client.cas, key, value, token, expire)
 
     def touch(self, key: bytes, expire: int, noreply: bool = False) -> bool:
         return self._call(Client.touch, key, expire, noreply=noreply)
