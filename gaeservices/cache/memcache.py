@@ -283,7 +283,14 @@ class ServerPool:
         return self._call(Client.delete_many, keys, noreply=noreply)
 
     def gets(self, key: bytes) -> tuple[Any, Any]:
-        return self._call(_Client.gets, key)
+        client = self._borrow()
+        try:
+            result = client.gets(key)
+        except BaseException:
+            client.close()
+            raise
+        self._give_back(client)
+        return result
 
     def cas(self, key: bytes, value: tuple[bytes, int], token: Any, expire: int) -> bool | None:
         return self._call(_Client.cas, key, value, token, expire)

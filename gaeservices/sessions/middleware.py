@@ -153,6 +153,11 @@ class SessionMiddleware:
         header = environ.get("HTTP_COOKIE")
         if not header or self._cookie_marker not in header:
             return None
+        if ";" not in header and header.startswith(self._cookie_marker):
+            # The common case, our cookie alone: no splitting needed.
+            known = self._verified.get(header[len(self._cookie_marker):])
+            if known is not None:
+                return known
         for part in header.split(";"):
             name, sep, value = part.strip().partition("=")
             if not sep or name != self.cookie_name:
