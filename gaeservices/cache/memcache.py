@@ -293,7 +293,14 @@ class ServerPool:
         return result
 
     def cas(self, key: bytes, value: tuple[bytes, int], token: Any, expire: int) -> bool | None:
-        return self._call(_Client.cas, key, value, token, expire)
+        client = self._borrow()
+        try:
+            result = client.cas(key, value, token, expire)
+        except BaseException:
+            client.close()
+            raise
+        self._give_back(client)
+        return result
 
     def touch(self, key: bytes, expire: int, noreply: bool = False) -> bool:
         return self._call(Client.touch, key, expire, noreply=noreply)
