@@ -13,6 +13,7 @@ server's own counters.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import tempfile
@@ -105,15 +106,30 @@ def calls(server: MemcachedServer) -> tuple[int, int]:
     return gets, sets
 
 
-def run_browser(server: MemcachedServer, browser: Browser, kind: str, n: int, repeats: int) -> tuple[float, float, float]:
-    """(requests/s, gets per request, writes per request)."""
-    browser.request("change")  # a session exists, its cookie is in the browser
-    browser.request(kind)
+def per_request_calls(server: MemcachedServer, browser: Browser, kind: str, n: int) -> tuple[float, float]:
+    """memcached (gets, writes) per request of ``kind``, from the server's counters."""
     before = calls(server)
-    rate = measure(lambda: browser.request(kind), n, repeats)
+    for _ in range(n):
+        browser.request(kind)
     after = calls(server)
-    total = n * repeats
-    return rate, (after[0] - before[0]) / total, (after[1] - before[1]) / total
+    return (after[0] - before[0]) / n, (after[1] - before[1]) / n
+
+
+def interleaved(browsers: dict[str, Browser], kind: str, n: int, rounds: int) -> dict[str, float]:
+    """Median requests/s of each browser over ``rounds`` blocks of ``n // rounds``
+    requests, the contenders taking turns block by block, so that a change in the
+    machine's load hits every contender alike rather than whichever ran then."""
+    block = max(n // rounds, 1)
+    rates: dict[str, list[float]] = {label: [] for label in browsers}
+    gc.collect()
+    for _ in range(rounds):
+        for label, browser in browsers.items():
+            request = browser.request
+            start = time.perf_counter()
+            for _ in range(block):
+                request(kind)
+            rates[label].append(block / (time.perf_counter() - start))
+    return {label: statistics.median(values) for label, values in rates.items()}
 
 
 def django_store(server: MemcachedServer, folder: str) -> Callable[[], None]:
@@ -153,7 +169,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench sessions")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--django-ops", type=int, default=2_000, help="Django cached_db is slow: fewer ops")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="Django runs; blocks are max(repeats, 10)")
     args = parser.parse_args(argv)
     n, repeats = args.requests, args.repeats
 
@@ -175,13 +191,20 @@ def main(argv: list[str]) -> int:
         })
 
         results: dict[tuple[str, str], tuple[float, float, float]] = {}
+        rounds = max(repeats, 10)
         for kind in ("change", "read"):
+            browsers = {}
             for label, app, cookie in (
                 ("gaeservices cache", ours["cache"], "gaesession"),
                 ("gaeservices cached_db", ours["cached_db"], "gaesession"),
                 ("Beaker ext:memcached", beaker, "beaker.session.id"),
             ):
-                results[(label, kind)] = run_browser(server, Browser(app, cookie), kind, n, repeats)
+                browser = browsers[label] = Browser(app, cookie)
+                browser.request("change")  # a session exists, its cookie is in the browser
+                browser.request(kind)
+            counted = {label: per_request_calls(server, b, kind, 1_000) for label, b in browsers.items()}
+            for label, rate in interleaved(browsers, kind, n, rounds).items():
+                results[(label, kind)] = (rate, *counted[label])
         # Django: SessionStore load+save, no WSGI, as in its own cached_db backend.
         before = calls(server)
         django_rate = measure(django_store(server, folder), args.django_ops, repeats)
@@ -212,7 +235,7 @@ def main(argv: list[str]) -> int:
     rows.append(["untouched", "no middleware", f"{bare_rate:,.0f}", f"{1e6 / bare_rate:.2f}", "-", "-"])
     rows.append(["untouched", "gaeservices cached_db", f"{wrapped_rate:,.0f}", f"{1e6 / wrapped_rate:.2f}",
                  f"{untouched_calls / (untouched_n * len(wrapped_rates)):.2f}", "-"])
-    print(f"{n:,} requests per run, median of {repeats} runs (Django: {args.django_ops:,} ops)")
+    print(f"{n:,} requests per setup in {rounds} interleaved blocks, medians (Django: {args.django_ops:,} ops x {repeats})")
     print(table(rows, ["request", "setup", "req/s", "µs/req", "mc gets/req", "mc writes/req"]))
     print()
 
