@@ -227,92 +227,62 @@ class ServerPool:
         else:
             self._idle.append(client)
 
-    def get(self, key: bytes, default: Any) -> Any:
+    def _call(self, name: str, *args: Any) -> Any:
+        """Run the client method ``name`` on a borrowed connection.
+
+        The method is looked up on the connection itself, so the lean overrides
+        of :class:`_Client` always apply; a connection that raised is dropped.
+        """
         client = self._borrow()
         try:
-            value = client.get(key, default)
+            result = getattr(client, name)(*args)
         except BaseException:
             client.close()
             raise
         self._give_back(client)
-        return value
+        return result
+
+    def get(self, key: bytes, default: Any) -> Any:
+        return self._call("get", key, default)
 
     def set(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool | None:
-        client = self._borrow()
-        try:
-            result = client.set(key, value, expire)
-        except BaseException:
-            client.close()
-            raise
-        self._give_back(client)
-        return result
+        return self._call("set", key, value, expire)
 
     def get_many(self, keys: list[bytes]) -> dict[bytes, Any]:
-        client = self._borrow()
-        try:
-            result = client.get_many(keys)
-        except BaseException:
-            client.close()
-            raise
-        self._give_back(client)
-        return result
-
-    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        client = self._borrow()
-        try:
-            result = method(client, *args, **kwargs)
-        except BaseException:
-            client.close()
-            raise
-        self._give_back(client)
-        return result
+        return self._call("get_many", keys)
 
     def add(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool:
-        return self._call(_Client.add, key, value, expire)
+        return self._call("add", key, value, expire)
 
     def replace(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool:
-        return self._call(_Client.replace, key, value, expire)
+        return self._call("replace", key, value, expire)
 
     def set_many(self, values: dict[bytes, tuple[bytes, int]], expire: int) -> list[bytes]:
-        return self._call(Client.set_many, values, expire)
+        return self._call("set_many", values, expire)
 
     def delete(self, key: bytes, noreply: bool = False) -> bool:
-        return self._call(Client.delete, key, noreply=noreply)
+        return self._call("delete", key, noreply)
 
     def delete_many(self, keys: list[bytes], noreply: bool = False) -> bool:
-        return self._call(Client.delete_many, keys, noreply=noreply)
+        return self._call("delete_many", keys, noreply)
 
     def gets(self, key: bytes) -> tuple[Any, Any]:
-        client = self._borrow()
-        try:
-            result = client.gets(key)
-        except BaseException:
-            client.close()
-            raise
-        self._give_back(client)
-        return result
+        return self._call("gets", key)
 
     def cas(self, key: bytes, value: tuple[bytes, int], token: Any, expire: int) -> bool | None:
-        client = self._borrow()
-        try:
-            result = client.cas(key, value, token, expire)
-        except BaseException:
-            client.close()
-            raise
-        self._give_back(client)
-        return result
+        return self._call("cas", key, value, token, expire)
 
     def touch(self, key: bytes, expire: int, noreply: bool = False) -> bool:
-        return self._call(Client.touch, key, expire, noreply=noreply)
+        return self._call("touch", key, expire, noreply)
 
     def incr(self, key: bytes, delta: int) -> int | None:
-        return self._call(Client.incr, key, delta)
+        return self._call("incr", key, delta)
 
     def decr(self, key: bytes, delta: int) -> int | None:
-        return self._call(Client.decr, key, delta)
+        return self._call("decr", key, delta)
 
     def flush_all(self, noreply: bool = False) -> bool:
-        return self._call(Client.flush_all, noreply=noreply)
+        return self._call("flush_all", 0, noreply)
 
     def close(self) -> None:
         idle, self._idle = self._idle, []
