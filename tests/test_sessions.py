@@ -328,7 +328,45 @@ def test_nothing_is_pickled(make, memcached):
     sid = client.cookie.split(".")[0]
     raw = Raw((memcached.host, memcached.port)).get(middleware.backend.prefix + sid)
     assert raw is not None
-    assert json.loads(raw)["d"] == {"name": "alice", "items": [1, 2]}
+    head, body = raw.split(b"\n", 1)
+    created, accessed, refreshed = (int(t) for t in head.split(b" "))  # milliseconds
+    assert created <= accessed == refreshed
+    assert abs(accessed / 1000 - time.time()) < 60
+    assert json.loads(body) == {"name": "alice", "items": [1, 2]}
+
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "planted",
+    [
+        b"garbage",
+        b"1 2\n{}",  # two times, not three
+        b"a b c\n{}",
+        b'1 2 3\n["a list"]',
+        b'1 2 3\n{"a":1} trailing',
+        b'1 2 3\n{"a":',
+        b"1 2 3\n\xff\xfe",
+        b'{"c":1,"a":2,"d":{}}',  # JSON without the times line
+        b"",
+    ],
+)
+def test_an_unreadable_record_gives_a_fresh_session(make, mode, planted, caplog):
+    middleware = make(mode)
+    client = Client(middleware)
+    client.request(put(name="alice"))
+    sid = middleware.session_id({"HTTP_COOKIE": f"{COOKIE}={client.cookie}"})[0]
+    key = middleware.backend.prefix + sid
+    if mode != "db":
+        middleware.services.cache.set(key, planted, timeout=60)
+    if mode != "cache":
+        middleware.services.store.put(key, planted, timeout=60)
+    with caplog.at_level(logging.WARNING, logger="gaeservices.sessions"):
+        response = client.request(lambda s: None)
+    assert response.status.startswith("200")
+    assert response.data == {}
+    assert "unreadable" in caplog.text
+    assert client.request(put(name="bob")).data == {"name": "bob"}  # and it works again
 
 
 # --- size ------------------------------------------------------------------------------

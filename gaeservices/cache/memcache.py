@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pymemcache.client.base import Client
@@ -68,14 +68,6 @@ class _Client(Client):
     def check_key(self, key: Any, key_prefix: bytes) -> bytes:
         return key
 
-    def _request(self, request: bytes) -> Any:
-        sock = self.sock
-        if sock is None:
-            self._connect()
-            sock = self.sock
-        sock.sendall(request)
-        return sock
-
     def get(self, key: bytes, default: Any = None) -> Any:
         return self._fetch(key, default)[0]
 
@@ -83,40 +75,50 @@ class _Client(Client):
         return self._fetch(key, default, cas_default)
 
     def _fetch(self, key: bytes, default: Any, cas_default: Any = None) -> tuple[Any, Any]:
+        sock = self.sock
         try:
-            sock = self._request(b"gets " + key + b"\r\n")
+            if sock is None:
+                self._connect()
+                sock = self.sock
+            sock.sendall(b"gets " + key + b"\r\n")
             buf = sock.recv(_READ)
-            while b"\r\n" not in buf:
+            if buf == b"END\r\n":
+                return default, cas_default
+            eol = buf.find(b"\r\n")
+            while eol < 0:
                 chunk = sock.recv(_READ)
                 if not chunk:
                     raise MemcacheUnexpectedCloseError()
                 buf += chunk
-            if buf == b"END\r\n":
-                return default, cas_default
-            if not buf.startswith(b"VALUE "):
+                eol = buf.find(b"\r\n")
+            if buf[:6] != b"VALUE ":
+                if buf == b"END\r\n":
+                    return default, cas_default
                 _raise_reply(buf)
-            eol = buf.index(b"\r\n")
             _, _, flags, size, cas = buf[:eol].split()
             start = eol + 2
             end = start + int(size)
-            need = end + 7
-            if len(buf) < need:
-                buf = _read_rest(sock, buf, need)
-            if len(buf) != need or buf[end:] != _END:
+            if len(buf) < end + 7:
+                buf = _read_rest(sock, buf, end + 7)
+            if len(buf) != end + 7 or buf[end:] != _END:
                 raise MemcacheUnexpectedCloseError()
-            data = buf[start:end]
         except BaseException:
             self.close()
             raise
-        return decode(data, int(flags)), cas
+        if flags == b"0":
+            return buf[start:end], cas
+        return decode(buf[start:end], int(flags)), cas
 
     def _store(self, command: bytes, key: bytes, value: tuple[bytes, int], expire: int, tail: bytes = b"") -> Any:
         data, flags = value
-        request = b"%s %s %d %d %d%s\r\n%s\r\n" % (command, key, flags, expire, len(data), tail, data)
+        sock = self.sock
         try:
-            sock = self._request(request)
+            if sock is None:
+                self._connect()
+                sock = self.sock
+            sock.sendall(b"%s %s %d %d %d%s\r\n%s\r\n" % (command, key, flags, expire, len(data), tail, data))
             reply = sock.recv(_READ)
-            while not reply.endswith(b"\r\n"):
+            while reply[-2:] != b"\r\n":
                 chunk = sock.recv(_READ)
                 if not chunk:
                     raise MemcacheUnexpectedCloseError()
@@ -215,74 +217,69 @@ class ServerPool:
         self._idle: list[Client] = []
         self.max_idle = max_idle
 
-    def _borrow(self) -> Client:
-        try:
-            return self._idle.pop()
-        except IndexError:
-            return _Client(self.server, **self._options)
+    def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Run ``method`` (a :class:`_Client` function) on a borrowed connection.
 
-    def _give_back(self, client: Client) -> None:
-        if self.max_idle is not None and len(self._idle) >= self.max_idle:
-            client.close()
-        else:
-            self._idle.append(client)
-
-    def _call(self, name: str, *args: Any) -> Any:
-        """Run the client method ``name`` on a borrowed connection.
-
-        The method is looked up on the connection itself, so the lean overrides
-        of :class:`_Client` always apply; a connection that raised is dropped.
+        A connection that raised is closed and dropped, never reused: a reply
+        left half-read must not reach the next command.
         """
-        client = self._borrow()
+        idle = self._idle
         try:
-            result = getattr(client, name)(*args)
+            client = idle.pop()
+        except IndexError:
+            client = _Client(self.server, **self._options)
+        try:
+            result = method(client, *args)
         except BaseException:
             client.close()
             raise
-        self._give_back(client)
+        if self.max_idle is None or len(idle) < self.max_idle:
+            idle.append(client)
+        else:
+            client.close()
         return result
 
     def get(self, key: bytes, default: Any) -> Any:
-        return self._call("get", key, default)
-
-    def set(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool | None:
-        return self._call("set", key, value, expire)
-
-    def get_many(self, keys: list[bytes]) -> dict[bytes, Any]:
-        return self._call("get_many", keys)
-
-    def add(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool:
-        return self._call("add", key, value, expire)
-
-    def replace(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool:
-        return self._call("replace", key, value, expire)
-
-    def set_many(self, values: dict[bytes, tuple[bytes, int]], expire: int) -> list[bytes]:
-        return self._call("set_many", values, expire)
-
-    def delete(self, key: bytes, noreply: bool = False) -> bool:
-        return self._call("delete", key, noreply)
-
-    def delete_many(self, keys: list[bytes], noreply: bool = False) -> bool:
-        return self._call("delete_many", keys, noreply)
+        return self._call(_Client._fetch, key, default)[0]
 
     def gets(self, key: bytes) -> tuple[Any, Any]:
-        return self._call("gets", key)
+        return self._call(_Client._fetch, key, None, None)
+
+    def set(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool | None:
+        return self._call(_Client._store, b"set", key, value, expire)
+
+    def add(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool:
+        return self._call(_Client._store, b"add", key, value, expire)
+
+    def replace(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool:
+        return self._call(_Client._store, b"replace", key, value, expire)
 
     def cas(self, key: bytes, value: tuple[bytes, int], token: Any, expire: int) -> bool | None:
-        return self._call("cas", key, value, token, expire)
+        return self._call(_Client.cas, key, value, token, expire)
+
+    def get_many(self, keys: list[bytes]) -> dict[bytes, Any]:
+        return self._call(_Client.get_many, keys)
+
+    def set_many(self, values: dict[bytes, tuple[bytes, int]], expire: int) -> list[bytes]:
+        return self._call(_Client.set_many, values, expire)
+
+    def delete(self, key: bytes, noreply: bool = False) -> bool:
+        return self._call(_Client.delete, key, noreply)
+
+    def delete_many(self, keys: list[bytes], noreply: bool = False) -> bool:
+        return self._call(_Client.delete_many, keys, noreply)
 
     def touch(self, key: bytes, expire: int, noreply: bool = False) -> bool:
-        return self._call("touch", key, expire, noreply)
+        return self._call(_Client.touch, key, expire, noreply)
 
     def incr(self, key: bytes, delta: int) -> int | None:
-        return self._call("incr", key, delta)
+        return self._call(_Client.incr, key, delta)
 
     def decr(self, key: bytes, delta: int) -> int | None:
-        return self._call("decr", key, delta)
+        return self._call(_Client.decr, key, delta)
 
     def flush_all(self, noreply: bool = False) -> bool:
-        return self._call("flush_all", 0, noreply)
+        return self._call(_Client.flush_all, 0, noreply)
 
     def close(self) -> None:
         idle, self._idle = self._idle, []

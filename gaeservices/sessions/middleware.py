@@ -116,6 +116,10 @@ class SessionMiddleware:
         self.max_age = int(max_age)
         self.absolute_lifetime = absolute_lifetime
         self.refresh_interval = min(refresh_interval, self.max_age // 2)
+        # The same lifetimes in milliseconds, the unit of a record's times.
+        self.max_age_ms = self.max_age * 1000
+        self.absolute_ms = None if absolute_lifetime is None else round(absolute_lifetime * 1000)
+        self.refresh_ms = round(self.refresh_interval * 1000)
         self.max_size = max_size
         self.environ_key = environ_key
         self.backend = MODES[mode](self.services, prefix=key_prefix, max_age=self.max_age)
@@ -202,16 +206,12 @@ class SessionMiddleware:
 
     # -- lifetimes -----------------------------------------------------------
 
-    def is_alive(self, created: float, accessed: float, now: float) -> bool:
-        if now - accessed >= self.max_age:
-            return False
-        return self.absolute_lifetime is None or now - created < self.absolute_lifetime
-
-    def ttl(self, created: float, now: float) -> int:
-        """Seconds the session's record (and cookie) should live from ``now``."""
+    def ttl(self, created: int, now: int) -> int:
+        """Seconds the session's record (and cookie) should live from ``now``
+        (both in milliseconds since the epoch)."""
         ttl = self.max_age
-        if self.absolute_lifetime is not None:
-            ttl = min(ttl, round(created + self.absolute_lifetime - now))
+        if self.absolute_ms is not None:
+            ttl = min(ttl, (created + self.absolute_ms - now) // 1000)
         return max(ttl, 1)
 
 

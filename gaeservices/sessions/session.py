@@ -7,8 +7,13 @@ the request the session writes only if something changed, and then only the
 keys that changed, merged atomically into the stored record, so two overlapping
 requests that change different keys both keep their change.
 
-A record is ``{"c": created, "a": last written, "d": {…data…}}`` in JSON. Values
-are checked when they are set: what JSON cannot hold faithfully (objects, NaN,
+A record is one line of three times, then the data as a JSON object::
+
+    <created> <last written> <last refreshed>\n{"key":"value",…}
+
+The times are integer milliseconds since the epoch, so that the common work of
+a request (read the times, check the lifetimes, write new ones) costs no float
+formatting and no JSON beyond the data itself. Values are checked when they are set: what JSON cannot hold faithfully (objects, NaN,
 dicts with non-string keys) raises ``TypeError`` naming the key, then and there.
 Lists and dicts read from the session may be changed in place; such changes are
 detected at the end of the request by comparing their JSON.
@@ -37,6 +42,8 @@ _DELETED: Any = object()
 # Records outlive their cookie by a second: memcached's clock ticks in whole
 # seconds, and the lifetimes are enforced on load from the record's own times.
 _SLACK = 1
+# Bytes of a record besides its data's JSON: three 13-digit times and separators.
+_HEAD_SIZE = 3 * 14
 
 
 def _not_json(value: Any) -> Any:
@@ -55,11 +62,38 @@ def _make_dumps() -> Any:
 
 
 _dumps = _make_dumps()
-_decode = json.JSONDecoder().decode
 
 
-def _loads(raw: bytes) -> Any:
-    return _decode(raw.decode("utf-8"))
+def _make_scan() -> Any:
+    """The JSON scanner itself: ``JSONDecoder.decode`` wraps it in two Python
+    calls and a regular expression for whitespace, which compact records lack."""
+    decoder = json.JSONDecoder()
+    make = getattr(json.scanner, "c_make_scanner", None) or json.scanner.py_make_scanner
+    return make(decoder)
+
+
+_scan = _make_scan()
+# What a record that is not one of ours raises while it is parsed.
+_UNREADABLE = (ValueError, TypeError, StopIteration)
+
+
+def _parse(raw: bytes) -> tuple[int, int, int, dict[str, Any]]:
+    """A record's created, accessed and refreshed times (ms) and its data.
+
+    Raises one of ``_UNREADABLE`` when ``raw`` is not a record.
+    """
+    head, _, body = raw.partition(b"\n")
+    created, accessed, refreshed = head.split(b" ")
+    text = body.decode("utf-8")
+    data, end = _scan(text, 0)
+    if end != len(text) or type(data) is not dict:
+        raise ValueError("not a session record")
+    return int(created), int(accessed), int(refreshed), data
+
+
+def _now() -> int:
+    """Milliseconds since the epoch: the unit of a record's times."""
+    return int(time.time() * 1000)
 
 
 def _size_bound(value: Any) -> int:
@@ -146,6 +180,18 @@ class Session(MutableMapping[str, Any]):
             self._snapshots[key] = _dumps(value)  # to see in-place changes at the end
         return value
 
+    def get(self, key: str, default: Any = None) -> Any:
+        if not self._loaded:
+            self._load()
+        try:
+            value = self._data[key]
+        except KeyError:
+            return default
+        kind = type(value)
+        if (kind is list or kind is dict) and key not in self._snapshots:
+            self._snapshots[key] = _dumps(value)
+        return value
+
     def __setitem__(self, key: str, value: Any) -> None:
         if not self._loaded:
             self._load()
@@ -196,7 +242,7 @@ class Session(MutableMapping[str, Any]):
         self._changed.clear()
         self._snapshots.clear()
         self._cleared = True
-        self._size = 0
+        self._size = _HEAD_SIZE
 
     def __repr__(self) -> str:
         if not self._loaded:
@@ -250,42 +296,38 @@ class Session(MutableMapping[str, Any]):
         if self._sid is not None:
             self._mw.backend.delete(self._sid)
             self._expire_cookie = True
-        self._reset(time.time())
+        self._reset(_now())
 
     # -- loading -------------------------------------------------------------
 
     def _load(self) -> None:
         mw = self._mw
-        now = time.time()
         self._loaded = True
-        self._cycle = False
-        self._expire_cookie = False
-        self._saved = False
-        self._resign = False
+        self._cycle = self._expire_cookie = self._saved = self._resign = self._cleared = False
+        self._changed = {}
+        self._snapshots = {}
+        now = _now()
         verified = mw.session_id(self._environ)
         if verified is not None:
             sid, current = verified
             raw, token = mw.backend.load(sid)
             if raw is not None:
                 try:
-                    record = _loads(raw)
-                    data = record["d"]
-                    created, accessed = record["c"], record["a"]
-                except (ValueError, KeyError, TypeError):
+                    created, accessed, refreshed, data = _parse(raw)
+                except _UNREADABLE:
                     logger.warning("session record %s… is unreadable; starting afresh", sid[:6])
                 else:
-                    if mw.is_alive(created, accessed, now):
+                    if now - accessed < mw.max_age_ms and (
+                        mw.absolute_ms is None or now - created < mw.absolute_ms
+                    ):
                         self._sid = sid
                         self._raw = raw
                         self._token = token
                         self._data = data
                         self._created = created
                         self._accessed = accessed
-                        self._refreshed = record.get("r", accessed)
+                        self._refreshed = refreshed
                         self._resign = not current  # signed with a retired key
-                        self._changed = {}
-                        self._snapshots = {}
-                        self._cleared = False
                         self._size = len(raw)
                         return
                     logger.debug("session %s… has outlived its lifetime", sid[:6])
@@ -293,23 +335,23 @@ class Session(MutableMapping[str, Any]):
                 logger.debug("session %s… is unknown or expired; starting afresh", sid[:6])
         self._reset(now)
 
-    def _reset(self, now: float) -> None:
+    def _reset(self, now: int) -> None:
         self._sid = None
         self._resign = False
         self._raw = None
         self._token = None
         self._data = {}
-        self._created = self._accessed = self._refreshed = round(now, 3)
+        self._created = self._accessed = self._refreshed = now
         self._changed = {}
         self._snapshots = {}
         self._cleared = False
         self._cycle = False
-        self._size = 16
+        self._size = _HEAD_SIZE
 
     def _exact_size(self, key: str, value: Any) -> int:
         data = dict(self._data)
         data[key] = value
-        self._size = len(_dumps(data)) + 16  # resynchronise the running estimate
+        self._size = len(_dumps(data)) + _HEAD_SIZE  # resynchronise the running estimate
         return self._size
 
     def _mutated(self) -> dict[str, Any]:
@@ -327,64 +369,61 @@ class Session(MutableMapping[str, Any]):
         self._saved = True
         mw = self._mw
         changes = self._changed
-        mutated = self._mutated() if self._snapshots else None
-        if mutated:
-            changes = {**mutated, **changes}
-        now = time.time()
-        if self._sid is not None and not self._cycle and not (changes or self._cleared or self._resign):
-            if now - self._refreshed < mw.refresh_interval:
-                return None  # a read: nothing to write, no cookie to send
-        ttl = mw.ttl(self._created, now)
-        if self._sid is None:
+        if self._snapshots:
+            mutated = self._mutated()
+            if mutated:
+                changes = {**mutated, **changes}
+        now = _now()
+        sid = self._sid
+        if sid is None:
             if not self._data:
                 return mw.expired_cookie(self._environ) if self._expire_cookie else None
-            return self._create(now, ttl)
+            return self._create(now)
         if self._cycle:
-            old = self._sid
-            header = self._create(now, ttl)
-            mw.backend.delete(old)
+            header = self._create(now)
+            mw.backend.delete(sid)
             return header
         # The cookie's lifetime (and a read-only session's record) is pushed back
         # at most once per refresh interval, not on every request.
-        refresh = now - self._refreshed >= mw.refresh_interval
+        refresh = now - self._refreshed >= mw.refresh_ms
         if not (changes or self._cleared or refresh):
             if self._resign:
                 self._resign = False
-                return mw.cookie(self._environ, self._sid, ttl)
+                return mw.cookie(self._environ, sid, mw.ttl(self._created, now))
             return None  # a read: nothing to write, no cookie to send
-        stamp = round(now, 3)
-        refreshed = stamp if refresh else self._refreshed
-        merge = self._merger(changes, stamp, refreshed)
-        new = mw.backend.save(self._sid, merge, self._raw, self._token, ttl + _SLACK)
+        ttl = mw.ttl(self._created, now)
+        refreshed = now if refresh else self._refreshed
+        merge = self._merger(changes, now, refreshed)
+        new = mw.backend.save(sid, merge, self._raw, self._token, ttl + _SLACK)
         if new is None:
-            logger.debug("session %s… vanished while the request ran; not resurrected", self._sid[:6])
+            logger.debug("session %s… vanished while the request ran; not resurrected", sid[:6])
             return mw.expired_cookie(self._environ)
         self._raw, self._token = new, None
-        self._accessed, self._refreshed = stamp, refreshed
+        self._accessed, self._refreshed = now, refreshed
         self._changed = {}
         self._cleared = False
         if self._snapshots:
             self._resnapshot()
         if refresh or self._resign:
             self._resign = False
-            return mw.cookie(self._environ, self._sid, ttl)
+            return mw.cookie(self._environ, sid, ttl)
         return None
 
-    def _create(self, now: float, ttl: int) -> str:
+    def _create(self, now: int) -> str:
+        ttl = self._mw.ttl(self._created, now)
         sid = new_session_id()
-        stamp = round(now, 3)
-        raw = self._encode({"c": self._created, "a": stamp, "r": stamp, "d": self._data})
+        raw = self._encode(self._created, now, now, self._data)
         self._mw.backend.create(sid, raw, ttl + _SLACK)
         self._sid = sid
         self._raw, self._token = raw, None
-        self._accessed = self._refreshed = stamp
+        self._accessed = self._refreshed = now
         self._changed = {}
         self._cleared = self._cycle = False
         if self._snapshots:
             self._resnapshot()
         return self._mw.cookie(self._environ, sid, ttl)
 
-    def _merger(self, changes: dict[str, Any], now: float, refreshed: float) -> Any:
+    def _merger(self, changes: dict[str, Any], now: int, refreshed: int) -> Any:
         cleared = self._cleared
         encode = self._encode
         loaded, data_now, created = self._raw, self._data, self._created
@@ -395,23 +434,21 @@ class Session(MutableMapping[str, Any]):
             if stored is loaded:
                 # Unchanged since this request read it: its data with our
                 # changes applied is what we hold already.
-                return encode({"c": created, "a": now, "r": refreshed, "d": data_now})
-            record = _loads(stored)
-            data = {} if cleared else record["d"]
+                return encode(created, now, refreshed, data_now)
+            stored_created, _, stored_refreshed, data = _parse(stored)
+            if cleared:
+                data = {}
             for key, value in changes.items():
                 if value is _DELETED:
                     data.pop(key, None)
                 else:
                     data[key] = value
-            record["d"] = data
-            record["a"] = now
-            record["r"] = max(refreshed, record.get("r", 0))
-            return encode(record)
+            return encode(stored_created, now, max(refreshed, stored_refreshed), data)
 
         return merge
 
-    def _encode(self, record: dict[str, Any]) -> bytes:
-        raw = _dumps(record).encode()
+    def _encode(self, created: int, accessed: int, refreshed: int, data: dict[str, Any]) -> bytes:
+        raw = b"%d %d %d\n%s" % (created, accessed, refreshed, _dumps(data).encode())
         if len(raw) > self._mw.max_size:
             raise SessionTooLargeError(
                 f"the session would be {len(raw)} bytes, more than max_size={self._mw.max_size}; "
