@@ -38,7 +38,7 @@ from pymemcache.exceptions import (
 )
 
 from ..exceptions import CacheError, ConfigurationError, NotAnIntegerError, ValueTooLargeError
-from .api import DEFAULT_TIMEOUT, _MISSING, Cache, common_options, decode
+from .api import DEFAULT_TIMEOUT, _MISSING, FLAG_BYTES, THIRTY_DAYS, Cache, common_options, decode
 
 __all__ = ["MemcacheCache"]
 
@@ -397,6 +397,17 @@ class MemcacheCache(Cache):
         logger.warning("memcached refused to store an item: %s", exc)
         return False
 
+    def _prepare(self, value: Any, timeout: Any) -> tuple[tuple[bytes, int], int]:
+        """``(encoded value, expiry)`` for a write; bytes and a plain number of
+        seconds, a session record's case, go through without further calls."""
+        if type(value) is bytes and len(value) <= self.max_item_size:
+            encoded = (value, FLAG_BYTES)
+        else:
+            encoded = self._encode(value)
+        if type(timeout) is int and 0 < timeout <= THIRTY_DAYS:
+            return encoded, timeout
+        return encoded, self._expire(timeout)
+
     # -- the API -------------------------------------------------------------
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -412,8 +423,7 @@ class MemcacheCache(Cache):
 
     def _store(self, command: str, key: str, value: Any, timeout: Any) -> bool:
         server_key = self._key(key)
-        encoded = self._encode(value)
-        expire = self._expire(timeout)
+        encoded, expire = self._prepare(value, timeout)
         if self._down_until and self._is_down():
             return False
         try:
@@ -503,8 +513,7 @@ class MemcacheCache(Cache):
         if token is None:
             return False
         server_key = self._key(key)
-        encoded = self._encode(value)
-        expire = self._expire(timeout)
+        encoded, expire = self._prepare(value, timeout)
         if self._down_until and self._is_down():
             return False
         try:

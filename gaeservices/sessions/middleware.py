@@ -143,11 +143,17 @@ class SessionMiddleware:
         session = Session(self, environ, start_response)
         environ[self.environ_key] = session
         result = self.app(environ, session.start_response)
-        if session._loaded or not session._responded:
-            # The session may still change while the body is produced (a
-            # generator application runs only when iterated): save at close.
-            return _Closing(result, session)
-        return result
+        if session._responded:
+            if not session._loaded:
+                return result  # untouched: nothing to do
+            if type(result) is list:
+                # The body is made: no application code runs after this, so
+                # the changes made after start_response are saved now.
+                session.finish()
+                return result
+        # The session may still change while the body is produced (a generator
+        # application runs only when iterated): save at close.
+        return _Closing(result, session)
 
     # -- cookies -------------------------------------------------------------
 
@@ -211,7 +217,7 @@ class SessionMiddleware:
         (both in milliseconds since the epoch)."""
         ttl = self.max_age
         if self.absolute_ms is not None:
-            ttl = min(ttl, (created + self.absolute_ms - now) // 1000)
+            ttl = min(ttl, (created + self.absolute_ms - now + 500) // 1000)  # rounded
         return max(ttl, 1)
 
 

@@ -69,10 +69,15 @@ class CacheMode(_Mode):
     __slots__ = ()
 
     def load(self, sid: str) -> tuple[bytes | None, Any]:
-        return self.cache.gets(self.prefix + sid)
+        cache = self._cache
+        if cache is None:
+            cache = self.cache
+        return cache.gets(self.prefix + sid)
 
     def save(self, sid: str, merge: Merge, raw: bytes | None, token: Any, ttl: int) -> bytes | None:
-        cache, key = self.cache, self.prefix + sid
+        cache, key = self._cache, self.prefix + sid
+        if cache is None:
+            cache = self.cache
         for _ in range(_CAS_ATTEMPTS):
             if token is None:
                 raw, token = cache.gets(key)

@@ -44,24 +44,32 @@ _DELETED: Any = object()
 _SLACK = 1
 # Bytes of a record besides its data's JSON: three 13-digit times and separators.
 _HEAD_SIZE = 3 * 14
+_VARY = ("Vary", "Cookie")
 
 
 def _not_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON data")
 
 
-def _make_dumps() -> Any:
-    """Compact JSON, NaN refused; the C encoder built once rather than per call
-    (``JSONEncoder.encode`` builds it anew every time, a third of its cost)."""
+def _make_encoder() -> Any:
+    """Compact JSON, NaN refused, as a function returning the chunks to join.
+
+    The C encoder is built once rather than per call (``JSONEncoder.encode``
+    builds it anew every time, a third of its cost).
+    """
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
-        return json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-    encoder = make(None, _not_json, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
-    join = "".join
-    return lambda value: join(encoder(value, 0))
+        iterencode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).iterencode
+        return lambda value, _level: iterencode(value)
+    return make(None, _not_json, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
 
 
-_dumps = _make_dumps()
+_encoder = _make_encoder()
+_join = "".join
+
+
+def _dumps(value: Any) -> str:
+    return _join(_encoder(value, 0))
 
 
 def _make_scan() -> Any:
@@ -91,10 +99,7 @@ def _parse(raw: bytes) -> tuple[int, int, int, dict[str, Any]]:
     return int(created), int(accessed), int(refreshed), data
 
 
-def _now() -> int:
-    """Milliseconds since the epoch: the unit of a record's times."""
-    return int(time.time() * 1000)
-
+_time = time.time  # a record's times are int(_time() * 1000): milliseconds since the epoch
 
 def _size_bound(value: Any) -> int:
     """An upper bound of ``len(_dumps(value))``, without encoding scalars."""
@@ -158,7 +163,7 @@ class Session(MutableMapping[str, Any]):
         "_mw", "_environ", "_start_response", "_loaded", "_responded",
         "_sid", "_cookie", "_raw", "_token", "_data", "_created", "_accessed",
         "_changed", "_cleared", "_snapshots", "_size", "_cycle", "_expire_cookie",
-        "_saved", "_refreshed", "_resign",
+        "_saved", "_refreshed", "_resign", "_pending",
     )  # fmt: skip
 
     def __init__(self, middleware: SessionMiddleware, environ: dict[str, Any], start_response: Any) -> None:
@@ -197,8 +202,11 @@ class Session(MutableMapping[str, Any]):
             self._load()
         if type(key) is not str:
             raise TypeError(f"session keys are str, not {type(key).__name__}")
-        _check(key, value)
-        size = _size_bound(value) + _size_bound(key) + 4
+        kind = type(value)
+        if kind is not str and kind is not int:
+            _check(key, value)
+        # The key's bound inline: a quoted string, every character escaped at worst.
+        size = _size_bound(value) + (6 if key.isascii() else 12) * len(key) + 4
         limit = self._mw.max_size
         if self._size + size > limit:
             exact = self._exact_size(key, value)
@@ -296,7 +304,7 @@ class Session(MutableMapping[str, Any]):
         if self._sid is not None:
             self._mw.backend.delete(self._sid)
             self._expire_cookie = True
-        self._reset(_now())
+        self._reset(int(_time() * 1000))
 
     # -- loading -------------------------------------------------------------
 
@@ -306,7 +314,7 @@ class Session(MutableMapping[str, Any]):
         self._cycle = self._expire_cookie = self._saved = self._resign = self._cleared = False
         self._changed = {}
         self._snapshots = {}
-        now = _now()
+        now = int(_time() * 1000)
         verified = mw.session_id(self._environ)
         if verified is not None:
             sid, current = verified
@@ -373,7 +381,7 @@ class Session(MutableMapping[str, Any]):
             mutated = self._mutated()
             if mutated:
                 changes = {**mutated, **changes}
-        now = _now()
+        now = int(_time() * 1000)
         sid = self._sid
         if sid is None:
             if not self._data:
@@ -393,8 +401,8 @@ class Session(MutableMapping[str, Any]):
             return None  # a read: nothing to write, no cookie to send
         ttl = mw.ttl(self._created, now)
         refreshed = now if refresh else self._refreshed
-        merge = self._merger(changes, now, refreshed)
-        new = mw.backend.save(sid, merge, self._raw, self._token, ttl + _SLACK)
+        self._pending = (changes, now, refreshed)
+        new = mw.backend.save(sid, self._merge, self._raw, self._token, ttl + _SLACK)
         if new is None:
             logger.debug("session %s… vanished while the request ran; not resurrected", sid[:6])
             return mw.expired_cookie(self._environ)
@@ -423,32 +431,29 @@ class Session(MutableMapping[str, Any]):
             self._resnapshot()
         return self._mw.cookie(self._environ, sid, ttl)
 
-    def _merger(self, changes: dict[str, Any], now: int, refreshed: int) -> Any:
-        cleared = self._cleared
-        encode = self._encode
-        loaded, data_now, created = self._raw, self._data, self._created
-
-        def merge(stored: bytes | None) -> bytes | None:
-            if stored is None:
-                return None  # deleted (logout) or expired meanwhile: do not resurrect
-            if stored is loaded:
-                # Unchanged since this request read it: its data with our
-                # changes applied is what we hold already.
-                return encode(created, now, refreshed, data_now)
-            stored_created, _, stored_refreshed, data = _parse(stored)
-            if cleared:
-                data = {}
-            for key, value in changes.items():
-                if value is _DELETED:
-                    data.pop(key, None)
-                else:
-                    data[key] = value
-            return encode(stored_created, now, max(refreshed, stored_refreshed), data)
-
-        return merge
+    def _merge(self, stored: bytes | None) -> bytes | None:
+        """The record to write over ``stored``: this request's changes
+        (``self._pending``) applied to it. Run by the backend inside its atomic
+        update, possibly more than once."""
+        if stored is None:
+            return None  # deleted (logout) or expired meanwhile: do not resurrect
+        changes, now, refreshed = self._pending
+        if stored is self._raw:
+            # Unchanged since this request read it: its data with our changes
+            # applied is what we hold already.
+            return self._encode(self._created, now, refreshed, self._data)
+        created, _, stored_refreshed, data = _parse(stored)
+        if self._cleared:
+            data = {}
+        for key, value in changes.items():
+            if value is _DELETED:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        return self._encode(created, now, max(refreshed, stored_refreshed), data)
 
     def _encode(self, created: int, accessed: int, refreshed: int, data: dict[str, Any]) -> bytes:
-        raw = b"%d %d %d\n%s" % (created, accessed, refreshed, _dumps(data).encode())
+        raw = b"%d %d %d\n%s" % (created, accessed, refreshed, _join(_encoder(data, 0)).encode())
         if len(raw) > self._mw.max_size:
             raise SessionTooLargeError(
                 f"the session would be {len(raw)} bytes, more than max_size={self._mw.max_size}; "
@@ -462,14 +467,21 @@ class Session(MutableMapping[str, Any]):
         """Save (if the session was touched) and add the cookie header."""
         self._responded = True
         if self._loaded and not self._saved:
-            if exc_info is None:  # an error response: the request did not complete, keep nothing
+            if exc_info is None:
                 cookie = self._save()
-                headers = list(headers)
+                # A response that depends on the session must not be shared by caches.
+                for i, (name, value) in enumerate(headers):
+                    if len(name) == 4 and name.lower() == "vary":
+                        headers = list(headers)
+                        if "cookie" not in value.lower() and value.strip() != "*":
+                            headers[i] = (name, value + ", Cookie")
+                        break
+                else:
+                    headers = [*headers, _VARY]
                 if cookie is not None:
                     headers.append(("Set-Cookie", cookie))
-                _vary_cookie(headers)
-            else:
-                self._abandon()
+                return self._start_response(status, headers)
+            self._abandon()  # an error response: the request did not complete, keep nothing
         if exc_info is None:
             return self._start_response(status, headers)
         return self._start_response(status, headers, exc_info)
@@ -490,7 +502,7 @@ class Session(MutableMapping[str, Any]):
             return
         if not self._responded:
             return
-        if self._saved and not (self._changed or self._cleared or self._mutated()):
+        if self._saved and not (self._changed or self._cleared or (self._snapshots and self._mutated())):
             return
         if self._sid is None and self._data:
             logger.warning(
@@ -500,12 +512,3 @@ class Session(MutableMapping[str, Any]):
             return
         self._save()
 
-
-def _vary_cookie(headers: list[tuple[str, str]]) -> None:
-    """Responses that depend on the session must not be shared by caches."""
-    for i, (name, value) in enumerate(headers):
-        if name.lower() == "vary":
-            if "cookie" not in value.lower() and value.strip() != "*":
-                headers[i] = (name, value + ", Cookie")
-            return
-    headers.append(("Vary", "Cookie"))
