@@ -19,7 +19,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from ._common import table
+from ._common import bare_round_trip_us, pin_to_one_cpu, table
 
 VALUE = b"v" * 200
 MANY = 20
@@ -101,13 +101,16 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench cache")
     parser.add_argument("--n", type=int, default=3000, help="calls per round (default 3000)")
     parser.add_argument("--rounds", type=int, default=7, help="rounds per client (default 7)")
+    parser.add_argument("--no-pin", action="store_true", help="leave the process and memcached on any CPU")
     args = parser.parse_args(argv)
 
     from gaeservices.testing import MemcachedServer
 
+    print(pin_to_one_cpu(not args.no_pin))
     with MemcachedServer() as server:
         clients = _clients((server.host, server.port))
         print(f"memcached on {server.address}; {args.rounds} rounds of {args.n} calls; 200-byte values")
+        print(f"bare-socket get round trip: {bare_round_trip_us(server.host, server.port):.1f} µs (median)")
         rates: dict[str, dict[str, float]] = {}
         for op in TARGETS:
             samples: dict[str, list[float]] = {name: [] for name in clients}

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench._common import table
+from bench._common import bare_round_trip_us, pin_to_one_cpu, table
 from gaeservices.config import Services
 from gaeservices.sessions import SessionMiddleware
 from gaeservices.testing import MemcachedServer
@@ -170,13 +170,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--django-ops", type=int, default=2_000, help="Django cached_db is slow: fewer ops")
     parser.add_argument("--repeats", type=int, default=3, help="Django runs; blocks are max(repeats, 10)")
+    parser.add_argument("--no-pin", action="store_true", help="leave the process and memcached on any CPU")
     args = parser.parse_args(argv)
+    print(pin_to_one_cpu(not args.no_pin))
     n, repeats = args.requests, args.repeats
 
     from beaker.middleware import SessionMiddleware as BeakerMiddleware
 
     folder = tempfile.mkdtemp(prefix="bench-sessions-")
     with MemcachedServer() as server:
+        round_trip = bare_round_trip_us(server.host, server.port)
         services = Services(secret_key="bench", data_dir=folder, cache=server.url,
                             store=f"sqlite:///{folder}/store.sqlite3", environ={})
         bare_app = counter_app("gaeservices.session")
@@ -236,6 +239,7 @@ def main(argv: list[str]) -> int:
     rows.append(["untouched", "gaeservices cached_db", f"{wrapped_rate:,.0f}", f"{1e6 / wrapped_rate:.2f}",
                  f"{untouched_calls / (untouched_n * len(wrapped_rates)):.2f}", "-"])
     print(f"{n:,} requests per setup in {rounds} interleaved blocks, medians (Django: {args.django_ops:,} ops x {repeats})")
+    print(f"bare-socket memcached get round trip: {round_trip:.1f} µs (median)")
     print(table(rows, ["request", "setup", "req/s", "µs/req", "mc gets/req", "mc writes/req"]))
     print()
 

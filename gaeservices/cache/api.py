@@ -71,6 +71,8 @@ _PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 # a key holding a backtick is digested itself, so the two forms never meet.
 _plain_key = re.compile(r"[!-_a-~]+").fullmatch
 _DIGEST_MARK = "`"
+# How many keys' server keys a cache remembers before it starts afresh.
+_KNOWN_KEYS = 4096
 
 
 class _DefaultTimeout:
@@ -174,13 +176,28 @@ class Cache:
     def _set_prefix(self, prefix: str) -> None:
         self.key_prefix = prefix
         self._plain_max = MAX_KEY_LENGTH - len(prefix)
+        # Server keys of recent keys: the same few keys (a session's, a page's)
+        # come back call after call, and a dict lookup is a tenth of the check.
+        self._keys: dict[str, bytes] = {}
 
     # -- shared helpers ---------------------------------------------------
 
     def _key(self, key: str) -> bytes:
         """The server key for ``key``: prefixed, digested when it must be."""
-        if type(key) is str and len(key) <= self._plain_max and _plain_key(key):
-            return (self.key_prefix + key).encode()
+        if type(key) is str:  # exactly str: a subclass may hash and compare as it likes
+            known = self._keys.get(key)
+            if known is not None:
+                return known
+            if len(key) > self._plain_max:  # long keys are digested, and not remembered
+                return (self.key_prefix + _DIGEST_MARK + digest_key(key)).encode()
+            if _plain_key(key):
+                server_key = (self.key_prefix + key).encode()
+            else:
+                server_key = (self.key_prefix + _DIGEST_MARK + digest_key(key)).encode()
+            if len(self._keys) >= _KNOWN_KEYS:
+                self._keys.clear()
+            self._keys[key] = server_key
+            return server_key
         if not isinstance(key, str):
             raise TypeError(f"cache keys are str, not {type(key).__name__}")
         return (self.key_prefix + _DIGEST_MARK + digest_key(key)).encode()
