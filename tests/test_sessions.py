@@ -788,6 +788,39 @@ def test_generator_application_changes_are_saved(make):
     assert client.request(lambda s: None).data == {"streamed": 1}
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_list_application_changes_after_start_response_are_saved(make, mode):
+    # A list body is finished when the application returns: no wrapper is
+    # needed to save what it changed after start_response.
+    def late(environ, start_response):
+        session = environ["gaeservices.session"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        session["late"] = session.get("late", 0) + 1
+        session["items"].append(len(session["items"]))
+        return [b"ok"]
+
+    client = Client(make(mode))
+    client.request(put(late=0, items=[]))
+    services = client.middleware.services
+    late_client = Client(SessionMiddleware(late, mode=mode, services=services), cookie=client.cookie)
+    for _ in range(2):
+        response = late_client.request()
+        assert response.body == b"ok"
+    assert client.request(lambda s: None).data == {"late": 2, "items": [0, 1]}
+
+
+def test_list_application_that_never_touches_the_session_gets_its_list_back(make):
+    body = [b"as it was"]
+
+    def plain(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body
+
+    middleware = SessionMiddleware(plain, services=make().services)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}
+    assert middleware(environ, lambda status, headers, exc_info=None: None) is body
+
+
 def test_error_responses_keep_nothing(make):
     import sys
 

@@ -27,6 +27,7 @@ __all__ = ["SessionMiddleware", "ENVIRON_KEY"]
 logger = logging.getLogger("gaeservices.sessions")
 
 ENVIRON_KEY = "gaeservices.session"
+_new_session = object.__new__
 
 _SALT = "gaeservices.session"
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{24}").fullmatch
@@ -140,7 +141,12 @@ class SessionMiddleware:
         self._verified: dict[str, tuple[str, bool]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        session = Session(self, environ, start_response)
+        # Session.__init__ spelled out: this is all an untouched request costs.
+        session = _new_session(Session)
+        session._mw = self
+        session._environ = environ
+        session._start_response = start_response
+        session._loaded = session._responded = False
         environ[self.environ_key] = session
         result = self.app(environ, session.start_response)
         if session._responded:
