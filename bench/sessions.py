@@ -7,7 +7,8 @@ SessionMiddleware (``ext:memcached`` through python-memcached) and, for
 ``cached_db``, Django's cached_db SessionStore load+save on the same memcached and
 SQLite. Three kinds of request: one that changes the session, one that only reads
 it, one that never touches it. memcached calls per request come from the
-server's own counters.
+server's own counters. The process and its memcached run pinned to one CPU
+unless ``--no-pin`` is given (bench/README.md says why).
 """
 
 from __future__ import annotations

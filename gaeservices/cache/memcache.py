@@ -309,7 +309,8 @@ class MemcacheCache(Cache):
             raise ConfigurationError("memcache needs at least one server")
         self.servers = [_server(s) for s in servers]
         self.retry_delay = float(retry_delay)
-        # TCP_NODELAY stays off: on loopback it made gets a quarter slower.
+        # TCP_NODELAY stays off: on loopback it measured no different (replies are
+        # read before the next command is sent, so Nagle never holds one back).
         options: dict[str, Any] = dict(
             serde=_SERDE,
             connect_timeout=connect_timeout,
