@@ -821,6 +821,51 @@ def test_list_application_that_never_touches_the_session_gets_its_list_back(make
     assert middleware(environ, lambda status, headers, exc_info=None: None) is body
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_requests_leave_no_reference_cycles(make, mode):
+    # Every object of a request is freed when its last reference goes, none is
+    # left for the garbage collector: the session does not hold the environ
+    # that holds it.
+    import gc
+
+    def counter(environ, start_response):
+        kind = environ["test.kind"]
+        session = environ["gaeservices.session"]
+        if kind == "change":
+            session["n"] = session.get("n", 0) + 1
+        elif kind == "read":
+            session.get("n")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    middleware = SessionMiddleware(counter, mode=mode, services=make(mode).services)
+    cookie = []
+
+    def request(kind):
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.url_scheme": "http", "test.kind": kind}
+        if cookie:
+            environ["HTTP_COOKIE"] = cookie[0]
+        headers = []
+        result = middleware(environ, lambda status, response_headers, exc_info=None: headers.extend(response_headers))
+        b"".join(result)
+        getattr(result, "close", lambda: None)()
+        for name, value in headers:
+            if name == "Set-Cookie":
+                cookie[:] = [value.split(";", 1)[0]]
+
+    request("change")
+    request("read")  # connections, statements and keys are all made and cached now
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            for kind in ("change", "read", "untouched"):
+                request(kind)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
 def test_error_responses_keep_nothing(make):
     import sys
 

@@ -144,7 +144,11 @@ class SessionMiddleware:
         # Session.__init__ spelled out: this is all an untouched request costs.
         session = _new_session(Session)
         session._mw = self
-        session._environ = environ
+        # What the session needs of the request, not the environ itself: the
+        # environ holds the session, and a reference back would make every
+        # request a reference cycle, left for the garbage collector to find.
+        session._cookie_header = environ.get("HTTP_COOKIE")
+        session._scheme = environ.get("wsgi.url_scheme")
         session._start_response = start_response
         session._loaded = session._responded = False
         environ[self.environ_key] = session
@@ -166,7 +170,10 @@ class SessionMiddleware:
     def session_id(self, environ: dict[str, Any]) -> tuple[str, bool] | None:
         """The verified session id from the request's cookie, and whether the
         newest key signed it (if not, the cookie is re-signed); or None."""
-        header = environ.get("HTTP_COOKIE")
+        return self.verified_id(environ.get("HTTP_COOKIE"))
+
+    def verified_id(self, header: str | None) -> tuple[str, bool] | None:
+        """:meth:`session_id` from the ``Cookie`` header itself."""
         if not header or self._cookie_marker not in header:
             return None
         if ";" not in header and header.startswith(self._cookie_marker):
@@ -195,26 +202,25 @@ class SessionMiddleware:
             logger.debug("session cookie with a malformed id ignored")
         return None
 
-    def cookie(self, environ: dict[str, Any], sid: str, ttl: int) -> str:
-        """The Set-Cookie value that gives the client session ``sid`` for ``ttl`` seconds."""
+    def cookie(self, https: bool, sid: str, ttl: int) -> str:
+        """The Set-Cookie value that gives the client session ``sid`` for ``ttl``
+        seconds, on a request that came over https or not."""
         value = self.signer.sign(sid).decode("ascii")
         expires = formatdate(time.time() + ttl, usegmt=True)
-        return f"{self.cookie_name}={value}; Max-Age={ttl}; Expires={expires}{self._flags}{self._secure(environ)}"
+        return f"{self.cookie_name}={value}; Max-Age={ttl}; Expires={expires}{self._flags}{self._secure(https)}"
 
-    def expired_cookie(self, environ: dict[str, Any]) -> str:
+    def expired_cookie(self, https: bool) -> str:
         """The Set-Cookie value that removes the session cookie."""
         return (
             f"{self.cookie_name}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-            f"{self._flags}{self._secure(environ)}"
+            f"{self._flags}{self._secure(https)}"
         )
 
-    def _secure(self, environ: dict[str, Any]) -> str:
-        secure = self.secure
-        if secure is None:
-            # Behind a TLS-terminating proxy, have the proxy middleware set
-            # wsgi.url_scheme (or pass secure=True): headers are not trusted here.
-            secure = environ.get("wsgi.url_scheme") == "https"
-        return "; Secure" if secure else ""
+    def _secure(self, https: bool) -> str:
+        # secure=None follows the request. Behind a TLS-terminating proxy, have
+        # the proxy middleware set wsgi.url_scheme (or pass secure=True):
+        # headers are not trusted here.
+        return "; Secure" if (https if self.secure is None else self.secure) else ""
 
     # -- lifetimes -----------------------------------------------------------
 

@@ -160,7 +160,7 @@ class Session(MutableMapping[str, Any]):
     """
 
     __slots__ = (
-        "_mw", "_environ", "_start_response", "_loaded", "_responded",
+        "_mw", "_cookie_header", "_scheme", "_start_response", "_loaded", "_responded",
         "_sid", "_cookie", "_raw", "_token", "_data", "_created", "_accessed",
         "_changed", "_cleared", "_snapshots", "_size", "_cycle", "_expire_cookie",
         "_saved", "_refreshed", "_resign", "_pending",
@@ -169,7 +169,8 @@ class Session(MutableMapping[str, Any]):
     def __init__(self, middleware: SessionMiddleware, environ: dict[str, Any], start_response: Any) -> None:
         # Only what the untouched request needs; the rest is set by _load().
         self._mw = middleware
-        self._environ = environ
+        self._cookie_header = environ.get("HTTP_COOKIE")
+        self._scheme = environ.get("wsgi.url_scheme")
         self._start_response = start_response
         self._loaded = False
         self._responded = False
@@ -315,7 +316,7 @@ class Session(MutableMapping[str, Any]):
         self._changed = {}
         self._snapshots = {}
         now = int(_time() * 1000)
-        verified = mw.session_id(self._environ)
+        verified = mw.verified_id(self._cookie_header)
         if verified is not None:
             sid, current = verified
             raw, token = mw.backend.load(sid)
@@ -385,7 +386,7 @@ class Session(MutableMapping[str, Any]):
         sid = self._sid
         if sid is None:
             if not self._data:
-                return mw.expired_cookie(self._environ) if self._expire_cookie else None
+                return mw.expired_cookie(self._scheme == "https") if self._expire_cookie else None
             return self._create(now)
         if self._cycle:
             header = self._create(now)
@@ -397,7 +398,7 @@ class Session(MutableMapping[str, Any]):
         if not (changes or self._cleared or refresh):
             if self._resign:
                 self._resign = False
-                return mw.cookie(self._environ, sid, mw.ttl(self._created, now))
+                return mw.cookie(self._scheme == "https", sid, mw.ttl(self._created, now))
             return None  # a read: nothing to write, no cookie to send
         ttl = mw.ttl(self._created, now)
         refreshed = now if refresh else self._refreshed
@@ -405,7 +406,7 @@ class Session(MutableMapping[str, Any]):
         new = mw.backend.save(sid, self._merge, self._raw, self._token, ttl + _SLACK)
         if new is None:
             logger.debug("session %s… vanished while the request ran; not resurrected", sid[:6])
-            return mw.expired_cookie(self._environ)
+            return mw.expired_cookie(self._scheme == "https")
         self._raw, self._token = new, None
         self._accessed, self._refreshed = now, refreshed
         self._changed = {}
@@ -414,7 +415,7 @@ class Session(MutableMapping[str, Any]):
             self._resnapshot()
         if refresh or self._resign:
             self._resign = False
-            return mw.cookie(self._environ, sid, ttl)
+            return mw.cookie(self._scheme == "https", sid, ttl)
         return None
 
     def _create(self, now: int) -> str:
@@ -429,7 +430,7 @@ class Session(MutableMapping[str, Any]):
         self._cleared = self._cycle = False
         if self._snapshots:
             self._resnapshot()
-        return self._mw.cookie(self._environ, sid, ttl)
+        return self._mw.cookie(self._scheme == "https", sid, ttl)
 
     def _merge(self, stored: bytes | None) -> bytes | None:
         """The record to write over ``stored``: this request's changes
