@@ -27,7 +27,6 @@ __all__ = ["SessionMiddleware", "ENVIRON_KEY"]
 logger = logging.getLogger("gaeservices.sessions")
 
 ENVIRON_KEY = "gaeservices.session"
-_new_session = object.__new__
 
 _SALT = "gaeservices.session"
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{24}").fullmatch
@@ -141,16 +140,7 @@ class SessionMiddleware:
         self._verified: dict[str, tuple[str, bool]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        # Session.__init__ spelled out: this is all an untouched request costs.
-        session = _new_session(Session)
-        session._mw = self
-        # What the session needs of the request, not the environ itself: the
-        # environ holds the session, and a reference back would make every
-        # request a reference cycle, left for the garbage collector to find.
-        session._cookie_header = environ.get("HTTP_COOKIE")
-        session._scheme = environ.get("wsgi.url_scheme")
-        session._start_response = start_response
-        session._loaded = session._responded = False
+        session = Session(self, environ, start_response)
         environ[self.environ_key] = session
         result = self.app(environ, session.start_response)
         if session._responded:

@@ -13,9 +13,11 @@ A record is one line of three times, then the data as a JSON object::
 
 The times are integer milliseconds since the epoch, so that the common work of
 a request (read the times, check the lifetimes, write new ones) costs no float
-formatting and no JSON beyond the data itself. Values are checked when they are set: what JSON cannot hold faithfully (objects, NaN,
-dicts with non-string keys) raises ``TypeError`` naming the key, then and there.
-Lists and dicts read from the session may be changed in place; such changes are
+formatting and no JSON beyond the data itself.
+
+Values are checked when they are set: what JSON cannot hold faithfully
+(objects, NaN, dicts with non-string keys) raises ``TypeError`` naming the key,
+then and there. Lists and dicts read from the session may be changed in place; such changes are
 detected at the end of the request by comparing their JSON.
 """
 
@@ -169,6 +171,9 @@ class Session(MutableMapping[str, Any]):
     def __init__(self, middleware: SessionMiddleware, environ: dict[str, Any], start_response: Any) -> None:
         # Only what the untouched request needs; the rest is set by _load().
         self._mw = middleware
+        # What the session needs of the request, not the environ itself: the
+        # environ holds the session, and a reference back would make every
+        # request a reference cycle, left for the garbage collector to find.
         self._cookie_header = environ.get("HTTP_COOKIE")
         self._scheme = environ.get("wsgi.url_scheme")
         self._start_response = start_response
