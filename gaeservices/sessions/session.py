@@ -162,7 +162,7 @@ class Session(MutableMapping[str, Any]):
     """
 
     __slots__ = (
-        "_mw", "_cookie_header", "_scheme", "_start_response", "_loaded", "_responded",
+        "_mw", "_cookie_header", "_https", "_start_response", "_loaded", "_responded",
         "_sid", "_cookie", "_raw", "_token", "_data", "_created", "_accessed",
         "_changed", "_cleared", "_snapshots", "_size", "_cycle", "_expire_cookie",
         "_saved", "_refreshed", "_resign", "_pending",
@@ -175,7 +175,7 @@ class Session(MutableMapping[str, Any]):
         # environ holds the session, and a reference back would make every
         # request a reference cycle, left for the garbage collector to find.
         self._cookie_header = environ.get("HTTP_COOKIE")
-        self._scheme = environ.get("wsgi.url_scheme")
+        self._https = environ.get("wsgi.url_scheme") == "https"
         self._start_response = start_response
         self._loaded = False
         self._responded = False
@@ -391,7 +391,7 @@ class Session(MutableMapping[str, Any]):
         sid = self._sid
         if sid is None:
             if not self._data:
-                return mw.expired_cookie(self._scheme == "https") if self._expire_cookie else None
+                return mw.expired_cookie(self._https) if self._expire_cookie else None
             return self._create(now)
         if self._cycle:
             header = self._create(now)
@@ -403,7 +403,7 @@ class Session(MutableMapping[str, Any]):
         if not (changes or self._cleared or refresh):
             if self._resign:
                 self._resign = False
-                return mw.cookie(self._scheme == "https", sid, mw.ttl(self._created, now))
+                return mw.cookie(self._https, sid, mw.ttl(self._created, now))
             return None  # a read: nothing to write, no cookie to send
         ttl = mw.ttl(self._created, now)
         refreshed = now if refresh else self._refreshed
@@ -411,7 +411,7 @@ class Session(MutableMapping[str, Any]):
         new = mw.backend.save(sid, self._merge, self._raw, self._token, ttl + _SLACK)
         if new is None:
             logger.debug("session %s… vanished while the request ran; not resurrected", sid[:6])
-            return mw.expired_cookie(self._scheme == "https")
+            return mw.expired_cookie(self._https)
         self._raw, self._token = new, None
         self._accessed, self._refreshed = now, refreshed
         self._changed = {}
@@ -420,7 +420,7 @@ class Session(MutableMapping[str, Any]):
             self._resnapshot()
         if refresh or self._resign:
             self._resign = False
-            return mw.cookie(self._scheme == "https", sid, ttl)
+            return mw.cookie(self._https, sid, ttl)
         return None
 
     def _create(self, now: int) -> str:
@@ -435,7 +435,7 @@ class Session(MutableMapping[str, Any]):
         self._cleared = self._cycle = False
         if self._snapshots:
             self._resnapshot()
-        return self._mw.cookie(self._scheme == "https", sid, ttl)
+        return self._mw.cookie(self._https, sid, ttl)
 
     def _merge(self, stored: bytes | None) -> bytes | None:
         """The record to write over ``stored``: this request's changes
