@@ -153,7 +153,7 @@ def main(argv: list[str]) -> int:
                 f.write(block)
         with open(os.path.join(directory, "small.txt"), "wb") as f:
             f.write(os.urandom(1024))
-        services = Services(secret_key="bench", data_dir=tmp, environ={"GAESERVICES_FILES_ROOT": directory})
+        services = Services(secret_key="bench-signing-key-for-the-test-suite", data_dir=tmp, environ={"GAESERVICES_FILES_ROOT": directory})
         servers = build_servers(directory, services)
 
         # Correctness first: every peer answers what we time.

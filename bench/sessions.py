@@ -139,7 +139,7 @@ def django_store(server: MemcachedServer, folder: str) -> Callable[[], None]:
 
     if not settings.configured:
         settings.configure(
-            SECRET_KEY="bench",
+            SECRET_KEY="bench-signing-key-for-the-test-suite",
             INSTALLED_APPS=["django.contrib.sessions"],
             DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3",
                                    "NAME": os.path.join(folder, "django.sqlite3")}},
@@ -181,7 +181,7 @@ def main(argv: list[str]) -> int:
     folder = tempfile.mkdtemp(prefix="bench-sessions-")
     with MemcachedServer() as server:
         round_trip = bare_round_trip_us(server.host, server.port)
-        services = Services(secret_key="bench", data_dir=folder, cache=server.url,
+        services = Services(secret_key="bench-signing-key-for-the-test-suite", data_dir=folder, cache=server.url,
                             store=f"sqlite:///{folder}/store.sqlite3", environ={})
         bare_app = counter_app("gaeservices.session")
         ours = {

@@ -53,7 +53,7 @@ def _services(folder: str, synchronous: str | None) -> Any:
     from gaeservices import Services
 
     services = Services(
-        secret_key="bench-key", data_dir=folder, environ={}, queue="local://",
+        secret_key="bench-key-signing-key-for-the-test-suite", data_dir=folder, environ={}, queue="local://",
         store=f"sqlite:///{folder}/store.sqlite3",
     )
     queue = services.queue  # builds the engine and the table
@@ -149,7 +149,7 @@ def endpoint_overhead(n: int) -> tuple[float, float, float]:
     from gaeservices.tasks.immediate import ImmediateQueue
 
     with tempfile.TemporaryDirectory() as folder:
-        services = Services(secret_key="bench-key", data_dir=folder, environ={}, queue="immediate://")
+        services = Services(secret_key="bench-key-signing-key-for-the-test-suite", data_dir=folder, environ={}, queue="immediate://")
         app = DeferredApp(services)
         body, _ = payload.PayloadCodec(services).seal(payload.dumps(noop, (), {}))
         context = TaskContext("t", "default", 1)

@@ -11,7 +11,7 @@ import sys
 # command -> ("module:function", one-line help). The function takes argv (list[str])
 # and returns an exit status.
 COMMANDS = {
-    "demo": ("examples.demo.serve:main", "serve the demo application on embedded defaults"),
+    "demo": ("gaeservices.demo.serve:main", "serve the demo application on embedded defaults"),
     "worker": ("gaeservices.tasks.worker:main", "run deferred tasks from the local queue"),
     "tasks": ("gaeservices.tasks.admin:main", "list, run, retry or delete queued tasks"),
 }
@@ -37,12 +37,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .config import load_callable
 
-    if name == "demo":
-        # The demo lives beside the package in a source checkout.
-        import os
-
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if root not in sys.path:
-            sys.path.insert(0, root)
     function = load_callable(entry[0], f"command {name}")
     return int(function(rest) or 0)

@@ -429,10 +429,13 @@ class Services:
         self.bootstrap = bootstrap
 
         if secret_key is None:
-            secret_key = env.get("GAESERVICES_SECRET_KEY") or None
-        self._secret_keys = _parse_keys(secret_key) if secret_key is not None else None
-        if self._secret_keys is not None and not self._secret_keys:
-            raise ConfigurationError("GAESERVICES_SECRET_KEY is set but holds no key")
+            secret_key = env.get("GAESERVICES_SECRET_KEY")
+        self._secret_keys = _checked_keys(secret_key) if secret_key is not None else None
+        if self._secret_keys is None and self.on_app_engine:
+            raise ConfigurationError(
+                "GAESERVICES_SECRET_KEY must be set on App Engine: instances share no disk, "
+                "so a generated key would differ from one instance to the next"
+            )
 
         defaults = self._defaults()
         self._specs: dict[str, Any] = {}
@@ -533,11 +536,6 @@ class Services:
         return self._secret_keys
 
     def _generated_key(self) -> bytes:
-        if self.on_app_engine:
-            raise ConfigurationError(
-                "GAESERVICES_SECRET_KEY must be set on App Engine: instances share no disk, "
-                "so a generated key would differ from one instance to the next"
-            )
         path = os.path.join(self.data_dir, "secret_key")
         try:
             with open(path, "rb") as f:
@@ -588,14 +586,32 @@ def _sha256(data: bytes = b"") -> Any:
     return hashlib.sha256(data)
 
 
-def _parse_keys(value: str | bytes | list[str | bytes]) -> list[bytes]:
+# HMAC-SHA256 keys shorter than this are guessable offline from one signed cookie.
+MIN_KEY_BYTES = 32
+
+
+def _checked_keys(value: str | bytes | list[str | bytes]) -> list[bytes]:
+    """The signing keys, newest first; ConfigurationError for none, or one too short."""
     if isinstance(value, (str, bytes)):
         text = value.decode() if isinstance(value, bytes) else value
         items: list[str | bytes] = [part.strip() for part in text.split(",")]
     else:
         items = list(value)
     keys = [k.encode() if isinstance(k, str) else bytes(k) for k in items]
-    return [k for k in keys if k]
+    if not any(keys):
+        raise ConfigurationError(
+            "GAESERVICES_SECRET_KEY is set but holds no key: give one of at least "
+            f"{MIN_KEY_BYTES} bytes (python -c 'import secrets; print(secrets.token_urlsafe(48))'), "
+            "or unset it to have one generated into the data dir"
+        )
+    for position, key in enumerate(keys, 1):
+        if len(key) < MIN_KEY_BYTES:
+            raise ConfigurationError(
+                f"GAESERVICES_SECRET_KEY: key {position} of {len(keys)} is "
+                f"{'empty' if not key else f'{len(key)} bytes'}; each key needs at least "
+                f"{MIN_KEY_BYTES} (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+    return keys
 
 
 # --- the process-wide default ------------------------------------------------

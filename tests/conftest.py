@@ -166,6 +166,6 @@ def testbed(monkeypatch):
 @pytest.fixture
 def services(tmp_path):
     """A Services object on embedded defaults, isolated in a temporary data dir."""
-    svc = Services(secret_key="test-secret-key", data_dir=str(tmp_path / "data"), environ={})
+    svc = Services(secret_key="test-secret-key-signing-key-for-the-test-suite", data_dir=str(tmp_path / "data"), environ={})
     yield svc
     svc.close()

@@ -42,7 +42,7 @@ def test_instances_are_separate():
 
 
 def _services(tmp_path, url):
-    return Services(environ={}, cache=url, data_dir=str(tmp_path), secret_key="k")
+    return Services(environ={}, cache=url, data_dir=str(tmp_path), secret_key="k-signing-key-for-the-test-suite")
 
 
 def test_embedded_default_is_memory(services):

@@ -23,13 +23,13 @@ def test_environment_is_read(tmp_path):
         "GAESERVICES_QUEUE": "immediate://",
         "GAESERVICES_DATA_DIR": str(tmp_path),
         "EMAIL_QUEUE_NAME": "mail",
-        "GAESERVICES_SECRET_KEY": "new, old",
+        "GAESERVICES_SECRET_KEY": "new-signing-key-for-the-test-suite,old-signing-key-for-the-test-suite",
     }
     svc = Services(environ=env)
     assert svc.backend_url("cache").hosts == [("10.0.0.1", 11211), ("10.0.0.2", 11211)]
     assert svc.backend_url("store").password == "p"
     assert svc.email_queue_name == "mail"
-    assert svc.secret_keys == [b"new", b"old"]
+    assert svc.secret_keys == [b"new-signing-key-for-the-test-suite", b"old-signing-key-for-the-test-suite"]
     assert "p@" not in repr(svc)  # the password is redacted
 
 
@@ -42,12 +42,39 @@ def test_app_engine_defaults(tmp_path):
     env = {"GAE_ENV": "standard", "GAE_SERVICE": "default", "GAE_INSTANCE": "x"}
     assert on_app_engine(env)
     assert not on_app_engine({"GAE_ENV": "localdev"})
-    svc = Services(environ=env, data_dir=str(tmp_path))
+    key = "k" * 32
+    svc = Services(environ={**env, "GAESERVICES_SECRET_KEY": key}, data_dir=str(tmp_path))
     assert svc.backend_url("cache").scheme == "appengine"
     assert svc.backend_url("store").scheme == "datastore"
     assert svc.backend_url("queue").scheme == "appengine"
+    assert svc.secret_keys == [key.encode()]
+
+
+def test_app_engine_without_a_key_fails_when_built(tmp_path):
+    # Instances share no disk: a generated key would differ between them, and the
+    # first signed cookie or task would fail in production. Say so at start-up.
+    env = {"GAE_ENV": "standard", "GAE_SERVICE": "default", "GAE_INSTANCE": "x"}
     with pytest.raises(ConfigurationError, match="GAESERVICES_SECRET_KEY must be set"):
-        svc.secret_keys
+        Services(environ=env, data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("", "holds no key"),
+        (" , ", "holds no key"),
+        ("short", "key 1 of 1 is 5 bytes"),
+        ("k" * 32 + ",old", "key 2 of 2 is 3 bytes"),
+        ("k" * 32 + ",", "key 2 of 2 is empty"),
+        ("k" * 31, "is 31 bytes"),
+    ],
+)
+def test_empty_or_short_keys_fail_when_built(tmp_path, value, fragment):
+    with pytest.raises(ConfigurationError, match=fragment):
+        Services(environ={"GAESERVICES_SECRET_KEY": value}, data_dir=str(tmp_path))
+    with pytest.raises(ConfigurationError, match=fragment):
+        Services(environ={}, secret_key=value, data_dir=str(tmp_path))
+    assert not (tmp_path / "secret_key").exists()  # nothing generated in its place
 
 
 @pytest.mark.parametrize(
@@ -106,12 +133,12 @@ def test_secret_key_generated_once(tmp_path, caplog):
 
 
 def test_rotated_keys_verify_newest_signs(tmp_path):
-    old = Services(environ={}, secret_key="old", data_dir=str(tmp_path))
+    old = Services(environ={}, secret_key="old-signing-key-for-the-test-suite", data_dir=str(tmp_path))
     token = old.signer("x").sign(b"payload")
-    rotated = Services(environ={}, secret_key="new,old", data_dir=str(tmp_path))
+    rotated = Services(environ={}, secret_key="new-signing-key-for-the-test-suite,old-signing-key-for-the-test-suite", data_dir=str(tmp_path))
     assert rotated.signer("x").unsign(token) == b"payload"
     new_token = rotated.signer("x").sign(b"payload")
-    assert Services(environ={}, secret_key="new", data_dir=str(tmp_path)).signer("x").unsign(new_token)
+    assert Services(environ={}, secret_key="new-signing-key-for-the-test-suite", data_dir=str(tmp_path)).signer("x").unsign(new_token)
     with pytest.raises(Exception):
         old.signer("x").unsign(new_token)
 

@@ -46,7 +46,7 @@ def test_xaccel_header_from_configured_mapping(tmp_path):
     media = tmp_path / "media"
     (media / "a b").mkdir(parents=True)
     (media / "a b" / "x.pdf").write_bytes(b"%PDF")
-    services = Services(secret_key="k", data_dir=str(tmp_path / "data"), environ={
+    services = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path / "data"), environ={
         "GAESERVICES_FILES_SERVE": "xaccel",
         "GAESERVICES_FILES_ROOT": str(media),
         "GAESERVICES_FILES_XACCEL": f"{media}=/protected/media",
@@ -64,7 +64,7 @@ def test_xaccel_outside_every_location_is_404(tmp_path):
 
 def test_backend_is_read_when_used(tmp_path, root, services):
     environ = {}
-    svc = Services(secret_key="k", data_dir=services.data_dir, environ=environ)
+    svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=services.data_dir, environ=environ)
     assert "X-Sendfile" not in serve_file(Request.blank("/"), "dir/ünï code.txt", services=svc).headers
     environ["GAESERVICES_FILES_SERVE"] = "xsendfile"
     assert "X-Sendfile" in serve_file(Request.blank("/"), "dir/ünï code.txt", services=svc).headers
@@ -75,7 +75,7 @@ def test_backend_is_read_when_used(tmp_path, root, services):
 
 def test_public_urls(services, tmp_path):
     assert public_download_url("a.txt", services=services) is None
-    svc = Services(secret_key="k", data_dir=str(tmp_path), environ={"GAESERVICES_FILES_PUBLIC": "https://cdn.example.com/m"})
+    svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={"GAESERVICES_FILES_PUBLIC": "https://cdn.example.com/m"})
     assert public_download_url("dir/ünï code.txt", services=svc) == "https://cdn.example.com/m/dir/%C3%BCn%C3%AF%20code.txt"
     assert public_download_url("../x", services=svc) is None
     assert public_download_url("x", backend="https://other.example/", services=svc) == "https://other.example/x"
@@ -83,7 +83,7 @@ def test_public_urls(services, tmp_path):
 
 
 def test_redirect_backend(tmp_path):
-    svc = Services(secret_key="k", data_dir=str(tmp_path), environ={
+    svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={
         "GAESERVICES_FILES_PUBLIC": "https://cdn.example.com/", "GAESERVICES_FILES_SERVE": "redirect"})
     response = serve_file(Request.blank("/"), "a/b.txt", services=svc)
     assert response.status_int == 302 and response.location == "https://cdn.example.com/a/b.txt"
@@ -219,7 +219,7 @@ def test_forged_blob_reference_is_ignored_locally(services):
 
 
 def test_private_upload_token_is_single_use(services, sqlite_url, tmp_path):
-    svc = Services(secret_key="k", data_dir=str(tmp_path / "d"), store=sqlite_url, environ={})
+    svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path / "d"), store=sqlite_url, environ={})
     url, data = prepare_upload(Request.blank("/"), "http://example.com/private/done?x=1", private=True, services=svc)
     html = upload_fields_html(data)
     assert html.startswith('<input type="hidden" name="gaeservices_upload_token" value="')
@@ -241,11 +241,11 @@ def test_private_upload_token_is_single_use(services, sqlite_url, tmp_path):
 
 
 def test_private_token_single_use_in_postgres(postgres_url, tmp_path):
-    svc = Services(secret_key="k", data_dir=str(tmp_path), store=postgres_url, environ={})
+    svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), store=postgres_url, environ={})
     _, data = prepare_upload(Request.blank("/"), "/done", private=True, services=svc)
     files = {"f": ("a.txt", "text/plain", b"x")}
     assert uploaded_files(post("/done", data, files), private=True, services=svc)
-    other_machine = Services(secret_key="k", data_dir=str(tmp_path / "other"), store=postgres_url, environ={})
+    other_machine = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path / "other"), store=postgres_url, environ={})
     with pytest.raises(UploadRejectedError, match="already used"):
         uploaded_files(post("/done", data, files), private=True, services=other_machine)
     svc.close()
@@ -253,11 +253,11 @@ def test_private_token_single_use_in_postgres(postgres_url, tmp_path):
 
 
 def test_token_signed_with_rotated_key_still_redeems(tmp_path, sqlite_url):
-    old = Services(secret_key="old", data_dir=str(tmp_path), store=sqlite_url, environ={})
+    old = Services(secret_key="old-signing-key-for-the-test-suite", data_dir=str(tmp_path), store=sqlite_url, environ={})
     _, data = prepare_upload(Request.blank("/"), "/done", private=True, services=old)
-    new = Services(secret_key="new,old", data_dir=str(tmp_path), store=sqlite_url, environ={})
+    new = Services(secret_key="new-signing-key-for-the-test-suite,old-signing-key-for-the-test-suite", data_dir=str(tmp_path), store=sqlite_url, environ={})
     assert uploaded_files(post("/done", data, {"f": ("a", "text/plain", b"x")}), private=True, services=new)
-    stranger = Services(secret_key="other", data_dir=str(tmp_path), store=sqlite_url, environ={})
+    stranger = Services(secret_key="other-signing-key-for-the-test-suite", data_dir=str(tmp_path), store=sqlite_url, environ={})
     _, data = prepare_upload(Request.blank("/"), "/done", private=True, services=stranger)
     with pytest.raises(UploadRejectedError):
         uploaded_files(post("/done", data, {"f": ("a", "text/plain", b"x")}), private=True, services=new)

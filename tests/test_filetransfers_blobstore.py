@@ -17,7 +17,7 @@ from gaeservices.filetransfers import prepare_upload, serve_file, uploaded_files
 @pytest.fixture
 def gae(testbed, tmp_path, sqlite_url):
     env = {"GAE_ENV": "standard", "GAE_SERVICE": "default", "GAE_INSTANCE": "i"}
-    svc = Services(secret_key="k", data_dir=str(tmp_path), store=sqlite_url, environ=env)
+    svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), store=sqlite_url, environ=env)
     yield svc
     svc.close()
 

@@ -6,8 +6,8 @@ import re
 
 from webob import Request
 
-import examples.demo.files as files
-from examples.demo.app import Router
+import gaeservices.demo.files as files
+from gaeservices.demo.app import Router
 
 
 def test_demo_round_trip(services):

@@ -121,7 +121,7 @@ def make(tmp_path, memcached, sqlite_url):
     def build(mode="cached_db", *, services=None, inner=app, **options):
         if services is None:
             services = Services(
-                secret_key=options.pop("secret_key", "session-test-key"),
+                secret_key=options.pop("secret_key", "session-test-key-signing-key-for-the-test-suite"),
                 data_dir=str(tmp_path),
                 cache=memcached.url,
                 store=sqlite_url,
@@ -559,9 +559,9 @@ def test_tampered_cookie_gives_a_fresh_session_and_logs_at_debug(make, mode, cap
 
 
 def test_cookie_signed_with_another_key_is_refused(make):
-    theirs = Client(make(secret_key="another-application"))
+    theirs = Client(make(secret_key="another-application-signing-key-for-the-test-suite"))
     theirs.request(put(admin=True))
-    ours = Client(make(secret_key="session-test-key"))
+    ours = Client(make(secret_key="session-test-key-signing-key-for-the-test-suite"))
     assert ours.request(lambda s: None, cookie_header=f"{COOKIE}={theirs.cookie}").data == {}
 
 
@@ -570,15 +570,15 @@ def test_every_key_verifies_and_the_newest_signs(make, tmp_path, memcached, sqli
         return Services(secret_key=keys, data_dir=str(tmp_path), cache=memcached.url,
                         store=sqlite_url, environ={})
 
-    old = Client(make(services=services("old-key")))
+    old = Client(make(services=services("old-key-signing-key-for-the-test-suite")))
     old.request(put(n=1))
-    rotated_services = services("new-key,old-key")
+    rotated_services = services("new-key-signing-key-for-the-test-suite,old-key-signing-key-for-the-test-suite")
     rotated = Client(make(services=rotated_services), cookie=old.cookie)
     assert rotated.request(incr("n")).data == {"n": 2}  # the old cookie still verifies
     assert rotated_services.signer("gaeservices.session").verify_signature(
         rotated.cookie.split(".")[0].encode(), rotated.cookie.split(".")[1].encode()
     )
-    new_only = Client(make(services=services("new-key")), cookie=rotated.cookie)
+    new_only = Client(make(services=services("new-key-signing-key-for-the-test-suite")), cookie=rotated.cookie)
     assert new_only.request(lambda s: None).data == {"n": 2}  # re-signed with the newest key
 
 
@@ -915,7 +915,7 @@ def test_session_id_and_flags(make):
 
 def test_cached_db_survives_memcached_being_killed(private_memcached, tmp_path, sqlite_url):
     services = Services(
-        secret_key="k", data_dir=str(tmp_path),
+        secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path),
         cache=private_memcached.url + "?retry_delay=0.2&timeout=0.5&connect_timeout=0.5",
         store=sqlite_url, environ={},
     )
@@ -939,7 +939,7 @@ def test_cached_db_survives_memcached_being_killed(private_memcached, tmp_path, 
 
 
 def test_cache_mode_with_memcached_down_fails_clearly(private_memcached, tmp_path, sqlite_url):
-    services = Services(secret_key="k", data_dir=str(tmp_path), cache=private_memcached.url,
+    services = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), cache=private_memcached.url,
                         store=sqlite_url, environ={})
     try:
         client = Client(SessionMiddleware(validator(app), mode="cache", services=services))
@@ -955,7 +955,7 @@ def test_store_failure_is_clear_and_half_writes_nothing(memcached, tmp_path, pos
 
     from gaeservices.store.engine import dispose_engine
 
-    services = Services(secret_key="k", data_dir=str(tmp_path), cache=memcached.url,
+    services = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), cache=memcached.url,
                         store=postgres_url, environ={})
     try:
         client = Client(SessionMiddleware(validator(app), services=services))
@@ -982,7 +982,7 @@ def test_store_failure_is_clear_and_half_writes_nothing(memcached, tmp_path, pos
 def test_cached_db_on_postgresql(memcached, tmp_path, postgres_url):
     from gaeservices.store.engine import dispose_engine
 
-    services = Services(secret_key="k", data_dir=str(tmp_path), cache=memcached.url,
+    services = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), cache=memcached.url,
                         store=postgres_url, environ={})
     try:
         middleware = SessionMiddleware(validator(app), services=services)
@@ -1014,7 +1014,7 @@ def test_cached_db_on_postgresql(memcached, tmp_path, postgres_url):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_on_app_engine_services(testbed, tmp_path, mode):
-    services = Services(secret_key="k", data_dir=str(tmp_path), cache="appengine://",
+    services = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), cache="appengine://",
                         store="datastore://", environ={})
     client = Client(SessionMiddleware(validator(app), mode=mode, services=services))
     client.request(put(n=1))
@@ -1034,7 +1034,7 @@ def test_process_default_services(monkeypatch, tmp_path):
     from gaeservices.config import set_services
 
     monkeypatch.setenv("GAESERVICES_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("GAESERVICES_SECRET_KEY", "from-the-environment")
+    monkeypatch.setenv("GAESERVICES_SECRET_KEY", "from-the-environment-signing-key-for-the-test-suite")
     previous = set_services(None)
     try:
         import gaeservices

@@ -300,7 +300,7 @@ def test_delete_expected_race_has_exactly_one_winner(store):
 
 
 def test_services_build_the_store_from_urls(tmp_path, sqlite_url):
-    services = Services(store=sqlite_url, secret_key="k", environ={}, data_dir=str(tmp_path))
+    services = Services(store=sqlite_url, secret_key="k-signing-key-for-the-test-suite", environ={}, data_dir=str(tmp_path))
     try:
         from gaeservices.store.sql import SQLStore
 

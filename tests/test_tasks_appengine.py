@@ -21,7 +21,7 @@ def clean():
 @pytest.fixture
 def svc(testbed, tmp_path):
     s = Services(
-        secret_key="k", data_dir=str(tmp_path), environ={}, queue="appengine://?max_payload=4096",
+        secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={}, queue="appengine://?max_payload=4096",
         store=f"sqlite:///{tmp_path}/store.db",
     )
     yield s

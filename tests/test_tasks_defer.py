@@ -26,7 +26,7 @@ def clean():
 @pytest.fixture
 def svc(tmp_path):
     s = Services(
-        secret_key="k", data_dir=str(tmp_path), environ={}, queue="immediate://",
+        secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={}, queue="immediate://",
         store=f"sqlite:///{tmp_path}/store.db",
     )
     yield s
@@ -148,7 +148,7 @@ def test_immediate_refuses_transactional(svc):
 
 def test_immediate_large_payloads_go_through_the_store(tmp_path):
     svc = Services(
-        secret_key="k", data_dir=str(tmp_path), environ={}, queue="immediate://?max_payload=1000",
+        secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={}, queue="immediate://?max_payload=1000",
         store=f"sqlite:///{tmp_path}/store.db",
     )
     big = "x" * 5000
@@ -178,7 +178,7 @@ def test_sdk_retry_options_are_accepted(testbed):
 
 
 def test_local_queue_needs_a_sql_store(tmp_path):
-    svc = Services(secret_key="k", data_dir=str(tmp_path), environ={}, store="datastore://", queue="local://")
+    svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={}, store="datastore://", queue="local://")
     with pytest.raises(ConfigurationError, match="local://.*sqlite:///"):
         svc.queue
 
@@ -187,7 +187,7 @@ def test_default_services_are_used(monkeypatch, tmp_path):
     from gaeservices.config import set_services
 
     previous = set_services(
-        Services(secret_key="k", data_dir=str(tmp_path), environ={}, queue="immediate://")
+        Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={}, queue="immediate://")
     )
     try:
         defer(fx.record, "default")

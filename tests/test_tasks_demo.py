@@ -23,10 +23,10 @@ def request(app, method="GET", body=b""):
 
 
 def test_the_demo_defers_and_shows_the_result(tmp_path):
-    from examples.demo import tasks as demo_tasks
+    from gaeservices.demo import tasks as demo_tasks
     from gaeservices.config import set_services
 
-    services = Services(secret_key="k", data_dir=str(tmp_path), environ={})
+    services = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={})
     previous = set_services(services)  # the task finds the store through the default
     try:
         app = demo_tasks.make_app(services)

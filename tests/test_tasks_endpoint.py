@@ -29,7 +29,7 @@ def clean():
 
 @pytest.fixture
 def svc(tmp_path):
-    s = Services(secret_key="right-key", data_dir=str(tmp_path), environ={}, store=f"sqlite:///{tmp_path}/s.db")
+    s = Services(secret_key="right-key-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={}, store=f"sqlite:///{tmp_path}/s.db")
     yield s
     s.close()
 
@@ -99,7 +99,7 @@ def _forgeries(svc, tmp_path):
     body, pickled = sentinel_body(svc)
     flipped = bytearray(body)
     flipped[len(pickled) // 2] ^= 0x01
-    other = Services(secret_key="wrong-key", data_dir=str(tmp_path), environ={})
+    other = Services(secret_key="wrong-key-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={})
     wrong_key = other.signer(payload.SALT).sign(payload.INLINE + pickled)
     wrong_salt = svc.signer("another.purpose").sign(payload.INLINE + pickled)
     return {
@@ -127,7 +127,7 @@ def test_forged_payloads_are_refused_before_unpickling(svc, tmp_path):
 
 def test_rotated_keys_still_verify(svc, tmp_path):
     body = signed_call(svc, fx.record, "old key")
-    rotated = Services(secret_key="newer-key,right-key", data_dir=str(tmp_path), environ={})
+    rotated = Services(secret_key="newer-key-signing-key-for-the-test-suite,right-key-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={})
     assert post(DeferredApp(rotated), body)[0] == 200
     assert fx.calls == [(("old key",), {})]
 
@@ -155,7 +155,7 @@ def test_digit_like_numbers_in_headers_are_answered_not_raised(svc):
     status, _, _ = post(app, body, headers={"CONTENT_LENGTH": "\xb2"}, validate=False)
     assert status == 400
     assert fx.calls == []
-    forged, _ = sentinel_body(Services(secret_key="wrong-key", data_dir=svc.data_dir, environ={}))
+    forged, _ = sentinel_body(Services(secret_key="wrong-key-signing-key-for-the-test-suite", data_dir=svc.data_dir, environ={}))
     assert post(app, forged, headers={"HTTP_X_APPENGINE_TASKRETRYCOUNT": "\xb2"})[0] == 403
     assert fx.unpickled == []
     assert post(app, body, headers={"HTTP_X_APPENGINE_TASKRETRYCOUNT": "\xb2"})[0] == 200
@@ -173,9 +173,9 @@ def test_app_engine_requires_the_task_header(svc):
 
 def test_on_app_engine_the_header_is_required_by_default(tmp_path):
     env = {"GAE_ENV": "standard", "GAE_SERVICE": "default", "GAE_INSTANCE": "i"}
-    on_gae = Services(secret_key="k", data_dir=str(tmp_path), environ=env)
+    on_gae = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ=env)
     assert DeferredApp(on_gae).require_task_header
-    assert not DeferredApp(Services(secret_key="k", data_dir=str(tmp_path), environ={})).require_task_header
+    assert not DeferredApp(Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={})).require_task_header
 
 
 def test_permanent_failure_is_200_and_recorded(svc, caplog):
@@ -238,7 +238,7 @@ def test_the_task_reads_its_context(svc):
 
 def test_bootstrap_runs_once_under_concurrent_first_requests(tmp_path):
     svc = Services(
-        secret_key="k", data_dir=str(tmp_path), environ={}, bootstrap="tasks_fixtures:slow_bootstrap"
+        secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={}, bootstrap="tasks_fixtures:slow_bootstrap"
     )
     body = signed_call(svc, fx.record, "after bootstrap")
     apps = [DeferredApp(svc), DeferredApp(svc)]  # two endpoints, one process: still once
@@ -261,7 +261,7 @@ def test_bootstrap_runs_once_under_concurrent_first_requests(tmp_path):
 
 def test_a_failing_bootstrap_answers_500_and_is_tried_again(tmp_path, caplog):
     svc = Services(
-        secret_key="k", data_dir=str(tmp_path), environ={}, bootstrap="tasks_fixtures:flaky_bootstrap"
+        secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={}, bootstrap="tasks_fixtures:flaky_bootstrap"
     )
     app = DeferredApp(svc)
     body = signed_call(svc, fx.record, 1)
@@ -281,9 +281,9 @@ def test_a_failing_bootstrap_answers_500_and_is_tried_again(tmp_path, caplog):
 
 
 def test_django_settings_module_means_django_setup(tmp_path):
-    svc = Services(secret_key="k", data_dir=str(tmp_path), environ={"DJANGO_SETTINGS_MODULE": "x.settings"})
+    svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={"DJANGO_SETTINGS_MODULE": "x.settings"})
     assert "django.setup()" in DeferredApp(svc).bootstrap.description
-    plain = Services(secret_key="k", data_dir=str(tmp_path), environ={})
+    plain = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={})
     assert DeferredApp(plain).bootstrap.done  # nothing to run
 
 
@@ -299,7 +299,7 @@ def test_wsgi_validator_on_every_answer(svc, tmp_path):
 
 
 def test_wsgi_deferred_module_exposes_an_application(monkeypatch, tmp_path):
-    monkeypatch.setenv("GAESERVICES_SECRET_KEY", "right-key")
+    monkeypatch.setenv("GAESERVICES_SECRET_KEY", "right-key-signing-key-for-the-test-suite")
     monkeypatch.setenv("GAESERVICES_DATA_DIR", str(tmp_path))
     from gaeservices.config import set_services
 
@@ -311,7 +311,7 @@ def test_wsgi_deferred_module_exposes_an_application(monkeypatch, tmp_path):
         sys.modules.pop("wsgi.deferred", None)
         module = importlib.import_module("wsgi.deferred")
         assert isinstance(module.application, DeferredApp)
-        svc = Services(secret_key="right-key", data_dir=str(tmp_path), environ={})
+        svc = Services(secret_key="right-key-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={})
         assert post(module.application, signed_call(svc, fx.record, "wsgi"))[0] == 200
         assert fx.calls == [(("wsgi",), {})]
     finally:

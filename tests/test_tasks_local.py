@@ -39,7 +39,7 @@ def store_url(request, tmp_path):
 
 
 def make_services(tmp_path, store_url, queue="local://"):
-    return Services(secret_key="k", data_dir=str(tmp_path), environ={}, store=store_url, queue=queue)
+    return Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={}, store=store_url, queue=queue)
 
 
 @pytest.fixture
@@ -355,7 +355,7 @@ def test_a_worker_killed_mid_task_loses_nothing_and_completion_happens_once(tmp_
         os.environ,
         GAESERVICES_STORE=store_url,
         GAESERVICES_QUEUE="local://?lease=1.5",
-        GAESERVICES_SECRET_KEY="k",
+        GAESERVICES_SECRET_KEY="k-signing-key-for-the-test-suite",
         GAESERVICES_DATA_DIR=str(tmp_path),
         PYTHONPATH=os.pathsep.join([TESTS_DIR, ROOT]),
     )
@@ -396,7 +396,7 @@ def test_worker_drain_runs_what_is_due_and_exits(tmp_path, store_url):
         os.environ,
         GAESERVICES_STORE=store_url,
         GAESERVICES_QUEUE="local://",
-        GAESERVICES_SECRET_KEY="k",
+        GAESERVICES_SECRET_KEY="k-signing-key-for-the-test-suite",
         GAESERVICES_DATA_DIR=str(tmp_path),
         PYTHONPATH=os.pathsep.join([TESTS_DIR, ROOT]),
     )

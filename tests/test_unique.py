@@ -21,7 +21,7 @@ def services(request, tmp_path):
         store = request.getfixturevalue("sqlite_url")
     else:
         store = request.getfixturevalue("postgres_url")
-    svc = Services(secret_key="k", data_dir=str(tmp_path), store=store, cache="memory://", environ={})
+    svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), store=store, cache="memory://", environ={})
     yield svc
     svc.close()
     if request.param == "postgresql":

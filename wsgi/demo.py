@@ -1,9 +1,8 @@
-"""The demo application for any WSGI server: ``gunicorn wsgi.demo:application``.
+"""The demo for any WSGI server, from a checkout: ``gunicorn wsgi.demo:application``.
 
-Deferred tasks are not run by this module; run ``gaeservices worker`` beside it (or
-use ``make demo``, whose server also runs a dispatcher thread).
+The application lives in the package, ``gaeservices.wsgi.demo``.
 """
 
-from examples.demo.app import make_app
+from gaeservices.wsgi.demo import application
 
-application = make_app()
+__all__ = ["application"]

@@ -2,7 +2,7 @@
 
 Each task is a push task POSTed by the platform to ``/_ah/queue/deferred``,
 where :class:`~gaeservices.tasks.endpoint.DeferredApp` runs it; route that URL
-to ``wsgi.deferred:application`` with ``login: admin`` (examples/appengine).
+to ``gaeservices.wsgi.deferred:application`` with ``login: admin`` (examples/appengine).
 Retries, backoff, rates and tombstones are the platform's (queue.yaml, or the
 task's ``_retry_options``).
 

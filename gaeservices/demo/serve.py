@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from gaeservices.config import get_services
 
@@ -21,7 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    import waitress
+    try:
+        import waitress
+    except ImportError:
+        print("gaeservices demo needs waitress and SQLAlchemy: pip install 'gaeservices[demo]'",
+              file=sys.stderr)
+        return 2
 
     services = get_services()
     app = make_app(services)
