@@ -32,7 +32,7 @@ memcached:
 		echo "memcached is missing: install it (Debian: sudo apt-get install memcached) or tests that need it will skip"; \
 	fi
 
-test: $(VENV)/.dev-installed memcached
+test: $(VENV)/.dev-installed memcached lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.demo-installed
@@ -41,8 +41,10 @@ demo: $(VENV)/.demo-installed
 bench: $(VENV)/.dev-installed memcached
 	$(PY) -m bench all
 
+# ruff for errors that matter; mypy over the package ([tool.mypy] in pyproject.toml)
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check --select F,E9 gaeservices tests bench examples wsgi
+	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) .gaeservices build *.egg-info .pytest_cache
+	rm -rf $(VENV) .gaeservices build dist *.egg-info .pytest_cache .mypy_cache

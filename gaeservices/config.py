@@ -20,10 +20,17 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 from urllib.parse import parse_qsl, urlsplit
 
 from .exceptions import BackendUnavailableError, ConfigurationError
+
+if TYPE_CHECKING:  # the contracts, for annotations only: importing them here costs nothing
+    from itsdangerous import Signer, TimestampSigner
+
+    from .cache.api import Cache
+    from .store.api import Store
+    from .tasks.queue import Queue
 
 logger = logging.getLogger("gaeservices.config")
 
@@ -407,9 +414,9 @@ class Services:
         *,
         secret_key: str | bytes | list[str | bytes] | None = None,
         data_dir: str | None = None,
-        cache: Any = None,
-        store: Any = None,
-        queue: Any = None,
+        cache: Cache | str | None = None,
+        store: Store | str | None = None,
+        queue: Queue | str | None = None,
         email_queue_name: str | None = None,
         bootstrap: str | Callable[[], Any] | None = None,
         environ: Mapping[str, str] | None = None,
@@ -439,6 +446,7 @@ class Services:
 
         defaults = self._defaults()
         self._specs: dict[str, Any] = {}
+        given: Any
         for kind, given in (("cache", cache), ("store", store), ("queue", queue)):
             variable = ENV_NAMES[kind]
             if given is None:
@@ -453,7 +461,7 @@ class Services:
                 self._specs[kind] = given
         self._backends: dict[str, Any] = {}
         self._lock = threading.RLock()
-        self._signers: dict[tuple[str, bool], Any] = {}
+        self._signers: dict[tuple[str, bool], Signer] = {}
 
     def _defaults(self) -> dict[str, str]:
         if self.on_app_engine:
@@ -497,19 +505,19 @@ class Services:
             return backend
 
     @property
-    def cache(self) -> Any:
+    def cache(self) -> Cache:
         """The cache backend (:class:`gaeservices.cache.api.Cache`)."""
-        return self._backend("cache")
+        return cast("Cache", self._backend("cache"))
 
     @property
-    def store(self) -> Any:
-        """The durable key-value store."""
-        return self._backend("store")
+    def store(self) -> Store:
+        """The durable key-value store (:class:`gaeservices.store.api.Store`)."""
+        return cast("Store", self._backend("store"))
 
     @property
-    def queue(self) -> Any:
-        """The task queue backend."""
-        return self._backend("queue")
+    def queue(self) -> Queue:
+        """The task queue backend (:class:`gaeservices.tasks.queue.Queue`)."""
+        return cast("Queue", self._backend("queue"))
 
 
     def close(self) -> None:
@@ -560,7 +568,14 @@ class Services:
         )
         return key
 
-    def signer(self, salt: str, *, timestamped: bool = False) -> Any:
+    @overload
+    def signer(self, salt: str, *, timestamped: Literal[False] = False) -> Signer: ...
+    @overload
+    def signer(self, salt: str, *, timestamped: Literal[True]) -> TimestampSigner: ...
+    @overload
+    def signer(self, salt: str, *, timestamped: bool) -> Signer: ...
+
+    def signer(self, salt: str, *, timestamped: bool = False) -> Signer:
         """An itsdangerous signer for ``salt``: the newest key signs, every key verifies."""
         signer = self._signers.get((salt, timestamped))
         if signer is None:

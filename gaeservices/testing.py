@@ -51,9 +51,10 @@ class MemcachedServer:
         memory_mb: int = 64,
         item_size: str = "1m",
     ) -> None:
-        self.executable = executable or shutil.which("memcached") or _sbin("memcached")
-        if not self.executable:
+        executable = executable or shutil.which("memcached") or _sbin("memcached")
+        if not executable:
             raise FileNotFoundError("memcached is not installed (Debian: apt-get install memcached)")
+        self.executable = executable
         self.host = host
         self.port = port or free_port(host)
         self.memory_mb = memory_mb

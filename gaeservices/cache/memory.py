@@ -109,46 +109,46 @@ class MemoryCache(Cache):
     # -- the API -----------------------------------------------------------
 
     def get(self, key: str, default: Any = None) -> Any:
-        key = self._key(key)
+        server_key = self._key(key)
         with self._lock:
-            item = self._live(key)
+            item = self._live(server_key)
             if item is None:
                 return default
-            self._items.move_to_end(key)
+            self._items.move_to_end(server_key)
         return decode(item[0], item[1])
 
     def set(self, key: str, value: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
-        key = self._key(key)
+        server_key = self._key(key)
         data, flags = self._encode(value)
         deadline = self._deadline(timeout)
         with self._lock:
-            self._store(key, data, flags, deadline)
+            self._store(server_key, data, flags, deadline)
         return True
 
     def add(self, key: str, value: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
-        key = self._key(key)
+        server_key = self._key(key)
         data, flags = self._encode(value)
         deadline = self._deadline(timeout)
         with self._lock:
-            if self._live(key) is not None:
+            if self._live(server_key) is not None:
                 return False
-            self._store(key, data, flags, deadline)
+            self._store(server_key, data, flags, deadline)
         return True
 
     def replace(self, key: str, value: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
-        key = self._key(key)
+        server_key = self._key(key)
         data, flags = self._encode(value)
         deadline = self._deadline(timeout)
         with self._lock:
-            if self._live(key) is None:
+            if self._live(server_key) is None:
                 return False
-            self._store(key, data, flags, deadline)
+            self._store(server_key, data, flags, deadline)
         return True
 
     def delete(self, key: str) -> bool:
-        key = self._key(key)
+        server_key = self._key(key)
         with self._lock:
-            return self._live(key) is not None and self._remove(key)
+            return self._live(server_key) is not None and self._remove(server_key)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         found = []
@@ -176,37 +176,37 @@ class MemoryCache(Cache):
                 self._remove(server_key)
 
     def gets(self, key: str, default: Any = None) -> tuple[Any, Any]:
-        key = self._key(key)
+        server_key = self._key(key)
         with self._lock:
-            item = self._live(key)
+            item = self._live(server_key)
             if item is None:
                 return default, None
-            self._items.move_to_end(key)
+            self._items.move_to_end(server_key)
         return decode(item[0], item[1]), item[3]
 
     def cas(self, key: str, value: Any, token: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
-        key = self._key(key)
+        server_key = self._key(key)
         data, flags = self._encode(value)
         deadline = self._deadline(timeout)
         with self._lock:
-            item = self._live(key)
+            item = self._live(server_key)
             if item is None or item[3] != token:
                 return False
-            self._store(key, data, flags, deadline)
+            self._store(server_key, data, flags, deadline)
         return True
 
     def touch(self, key: str, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
-        key = self._key(key)
+        server_key = self._key(key)
         deadline = self._deadline(timeout)
         with self._lock:
-            item = self._live(key)
+            item = self._live(server_key)
             if item is None:
                 return False
             if deadline == -math.inf:
-                self._remove(key)
+                self._remove(server_key)
             else:
-                self._items[key] = (item[0], item[1], deadline, item[3])
-                self._items.move_to_end(key)
+                self._items[server_key] = (item[0], item[1], deadline, item[3])
+                self._items.move_to_end(server_key)
         return True
 
     def clear(self) -> None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from gaeservices.config import Services
 
 from .app import page
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 PREFIX = "/counter"
 TITLE = "Cache: a hit counter"
 
 
-def make_app(services: Services):
-    def counter(environ, start_response):
+def make_app(services: Services) -> WSGIApplication:
+    def counter(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         cache = services.cache
         if environ["REQUEST_METHOD"] == "POST":
             cache.delete("demo:hits")

@@ -4,6 +4,8 @@ and usernames registered through ``claim``."""
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from gaeservices.config import Services
@@ -12,15 +14,18 @@ from gaeservices.unique import claim, release
 
 from .app import page
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 PREFIX = "/sessions"
 TITLE = "Sessions: a counter, log in, unique usernames"
 
 
-def wrap(app, services: Services):
+def wrap(app: WSGIApplication, services: Services) -> WSGIApplication:
     return SessionMiddleware(app, services=services)
 
 
-def _form(environ) -> dict[str, str]:
+def _form(environ: WSGIEnvironment) -> dict[str, str]:
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -29,8 +34,8 @@ def _form(environ) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
-def make_app(services: Services):
-    def sessions(environ, start_response):
+def make_app(services: Services) -> WSGIApplication:
+    def sessions(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         session = environ["gaeservices.session"]
         base = environ.get("SCRIPT_NAME", "")
         message = ""

@@ -6,16 +6,23 @@ tasks stay in the queue until ``gaeservices tasks run --all`` runs them.
 
 from __future__ import annotations
 
+import argparse
 import html
 import json
 import time
 from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from gaeservices.config import Services, get_services
 from gaeservices.tasks import current_task, defer
 
 from .app import page
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from gaeservices.tasks.worker import Dispatcher
 
 PREFIX = "/tasks"
 TITLE = "Tasks: count words in the background"
@@ -37,7 +44,7 @@ def count_words(job: str, text: str) -> None:
     get_services().store.put(f"demo:tasks:result:{job}", json.dumps(result).encode())
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--disable-task-running",
         action="store_true",
@@ -45,7 +52,7 @@ def add_arguments(parser) -> None:
     )
 
 
-def start(services: Services, options):
+def start(services: Services, options: argparse.Namespace) -> Dispatcher | None:
     """Start a dispatcher thread (returned, so it can be stopped) unless told not to."""
     if getattr(options, "disable_task_running", False):
         print("task running disabled: run queued tasks with `gaeservices tasks run --all`", flush=True)
@@ -58,13 +65,13 @@ def start(services: Services, options):
     return None
 
 
-def _jobs(services: Services) -> list[dict]:
+def _jobs(services: Services) -> list[dict[str, Any]]:
     raw = services.store.get(JOBS_KEY)
     return json.loads(raw) if raw else []
 
 
-def make_app(services: Services):
-    def tasks_page(environ, start_response):
+def make_app(services: Services) -> WSGIApplication:
+    def tasks_page(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         store = services.store
         if environ["REQUEST_METHOD"] == "POST":
             size = int(environ.get("CONTENT_LENGTH") or 0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,6 +44,7 @@ class SQLStore:
     def __init__(self, engine: Any, *, table_prefix: str = "") -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        insert: Callable[..., Any]  # the dialect's INSERT, which knows ON CONFLICT
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         elif self.dialect == "sqlite":
@@ -71,7 +72,7 @@ class SQLStore:
     def _prepare(self) -> None:
         t, b, insert, engine = self.table, sa.bindparam, self._insert, self.engine
         live = sa.or_(t.c.expires.is_(None), t.c.expires > b("now"))
-        row = {"id": b("id"), "value": b("value"), "expires": b("expires")}
+        row: dict[str, Any] = {"id": b("id"), "value": b("value"), "expires": b("expires")}
         upsert = insert(t).values(**row)
         upsert = upsert.on_conflict_do_update(
             index_elements=[t.c.id],

@@ -1,0 +1,60 @@
+"""Every registered backend, built from its URL, keeps the contract of its kind.
+
+``tests/typed_contracts.py`` checks the classes statically (``make lint``); this
+builds each one for real, through ``Services`` and the registry, and checks it at
+run time. A scheme added to ``BACKENDS`` must be added to ``URLS`` below.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gaeservices.cache.api import Cache
+from gaeservices.config import BACKENDS, Services
+from gaeservices.store.api import Store
+from gaeservices.tasks.queue import Queue
+
+CONTRACTS = {"cache": Cache, "store": Store, "queue": Queue}
+
+# (kind, scheme) -> (URL or the fixture that gives it, the fixtures it needs)
+URLS = {
+    ("cache", "memory"): ("memory://", ()),
+    ("cache", "memcache"): ("memcached", ()),
+    ("cache", "appengine"): ("appengine://", ("testbed",)),
+    ("store", "sqlite"): ("sqlite_url", ()),
+    ("store", "postgresql"): ("postgres_url", ()),
+    ("store", "postgres"): ("postgres_url", ()),
+    ("store", "datastore"): ("datastore://", ("testbed",)),
+    ("queue", "local"): ("local://", ()),
+    ("queue", "immediate"): ("immediate://", ()),
+    ("queue", "appengine"): ("appengine://", ("testbed",)),
+}
+
+
+def test_every_registered_backend_is_covered():
+    registered = {(kind, scheme) for kind in CONTRACTS for scheme in BACKENDS[kind]}
+    assert registered == set(URLS)
+
+
+@pytest.mark.parametrize("kind, scheme", sorted(URLS), ids="{0[0]}:{0[1]}".format)
+def test_the_backend_keeps_its_contract(request, tmp_path, kind, scheme):
+    url, needs = URLS[(kind, scheme)]
+    for fixture in needs:
+        request.getfixturevalue(fixture)
+    if "://" not in url:
+        url = request.getfixturevalue(url)
+        url = getattr(url, "url", url)  # a MemcachedServer gives its URL
+    if scheme == "postgres":
+        url = "postgres://" + url.split("://", 1)[1]
+    services = Services(
+        environ={},
+        secret_key="k-signing-key-for-the-test-suite",
+        data_dir=str(tmp_path),
+        **{kind: url},
+    )
+    try:
+        backend = getattr(services, kind)
+        assert isinstance(backend, CONTRACTS[kind]), type(backend)
+        assert type(backend).__module__ + ":" + type(backend).__name__ == BACKENDS[kind][scheme].path
+    finally:
+        services.close()
