@@ -373,7 +373,7 @@ def import_backend(path: str) -> Any:
         extra = _EXTRA_FOR_MODULE.get(top)
         if extra:
             raise BackendUnavailableError(
-                f"{path} needs {exc.name!r}: pip install 'gaeservices[{extra}]'"
+                f"{path} needs {exc.name!r}: pip install 'gaeservices[{extra}]'", name=exc.name
             ) from exc
         raise
     return getattr(module, attribute)

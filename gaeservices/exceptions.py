@@ -19,8 +19,12 @@ class ConfigurationError(GAEServicesError, ValueError):
     """
 
 
-class BackendUnavailableError(GAEServicesError):
-    """A backend's optional dependency is not installed."""
+class BackendUnavailableError(GAEServicesError, ImportError):
+    """A backend's optional dependency is not installed.
+
+    Also an :class:`ImportError` (its ``name`` is the missing module), so code that
+    falls back when an optional dependency is missing catches it either way.
+    """
 
 
 class CacheError(GAEServicesError):

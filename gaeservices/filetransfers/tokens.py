@@ -15,7 +15,7 @@ import secrets
 import time
 from typing import Any
 
-from ..exceptions import UploadRejectedError
+from ..exceptions import BackendUnavailableError, UploadRejectedError
 
 __all__ = ["FIELD", "MAX_AGE", "issue", "redeem"]
 
@@ -55,7 +55,7 @@ def redeem(services: Any, token: str | None, request_path: str, *, max_age: int 
 def _first_use(services: Any, nonce: str, max_age: int) -> bool:
     try:
         store = services.store
-    except ImportError:
+    except BackendUnavailableError:  # the store's driver is not installed
         store = None
     if store is not None:
         return bool(store.add(f"gaeservices:upload-token:{nonce}", b"1", timeout=max_age + 60))

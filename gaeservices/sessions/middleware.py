@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from email.utils import formatdate
 from typing import Any
 
+from itsdangerous import BadSignature
+
 from ..config import Services, get_services
 from ..exceptions import ConfigurationError
 from .persistence import MODES
@@ -181,7 +183,7 @@ class SessionMiddleware:
                 return known
             try:
                 sid = self.signer.unsign(value).decode("ascii")
-            except Exception:  # any malformed input is simply not a valid session
+            except BadSignature:  # forged, altered, truncated or unsigned: not a session
                 logger.debug("session cookie with a bad signature ignored: %.40r", value)
                 continue
             if _SESSION_ID(sid):
