@@ -33,13 +33,13 @@ def root(services):
 
 def test_xsendfile_header(services, root):
     response = serve_file(Request.blank("/"), "dir/ünï code.txt", services=services, backend="xsendfile", save_as=True)
-    assert response.status_int == 200
+    assert response.status_code == 200
     expected = os.fsencode(os.path.join(os.path.realpath(root), "dir", "ünï code.txt")).decode("latin-1")
     assert response.headers["X-Sendfile"] == expected
-    assert response.headers["Content-Type"] == "text/plain"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "filename*=UTF-8''%C3%BCn%C3%AF%20code.txt" in response.headers["Content-Disposition"]
-    assert response.body == b""
+    assert call(response).body == b""
 
 
 def test_xaccel_header_from_configured_mapping(tmp_path):
@@ -59,7 +59,7 @@ def test_xaccel_header_from_configured_mapping(tmp_path):
 def test_xaccel_outside_every_location_is_404(tmp_path):
     (tmp_path / "f").write_bytes(b"x")
     backend = XAccelBackend(root=str(tmp_path), locations={str(tmp_path / "elsewhere"): "/p/"})
-    assert serve_file(Request.blank("/"), "f", backend=backend).status_int == 404
+    assert serve_file(Request.blank("/"), "f", backend=backend).status_code == 404
 
 
 def test_backend_is_read_when_used(tmp_path, root, services):
@@ -86,13 +86,13 @@ def test_redirect_backend(tmp_path):
     svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={
         "GAESERVICES_FILES_PUBLIC": "https://cdn.example.com/", "GAESERVICES_FILES_SERVE": "redirect"})
     response = serve_file(Request.blank("/"), "a/b.txt", services=svc)
-    assert response.status_int == 302 and response.location == "https://cdn.example.com/a/b.txt"
+    assert response.status_code == 302 and response.headers["Location"] == "https://cdn.example.com/a/b.txt"
 
     class Stored:
         url = "https://bucket.example/k"
 
-    assert serve_file(Request.blank("/"), Stored(), services=svc).location == "https://bucket.example/k"
-    assert serve_file(Request.blank("/"), "../x", services=svc).status_int == 404
+    assert serve_file(Request.blank("/"), Stored(), services=svc).headers["Location"] == "https://bucket.example/k"
+    assert serve_file(Request.blank("/"), "../x", services=svc).status_code == 404
 
 
 # --- the middleware ------------------------------------------------------------------

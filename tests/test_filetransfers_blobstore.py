@@ -40,12 +40,27 @@ def make_blob(testbed, key, content, *, filename="file.txt", content_type="text/
 def test_defaults_on_app_engine(gae, testbed):
     make_blob(testbed, "blob-1", b"hello blob", filename="rapport é.txt")
     response = serve_file(Request.blank("/"), "blob-1", services=gae, save_as=True)
-    assert response.status_int == 200
+    assert response.status_code == 200
     assert response.headers["X-AppEngine-BlobKey"] == "blob-1"
-    assert response.headers["Content-Type"] == "text/plain"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "private"
     assert "filename*=UTF-8''rapport%20%C3%A9.txt" in response.headers["Content-Disposition"]
-    assert response.body == b""
+    assert Request.blank("/").get_response(response).body == b""
+
+
+@pytest.mark.parametrize("claimed", ["text/html", "image/svg+xml", "application/xhtml+xml", "text/javascript",
+                                     "application/x-unknown"])
+def test_a_blobs_claimed_active_type_is_never_sent(gae, testbed, claimed):
+    # A blob's BlobInfo holds the type its uploader's browser claimed.
+    make_blob(testbed, "blob-x", b"<script>alert(1)</script>", filename="x.html", content_type=claimed)
+    for options in ({}, {"content_type": claimed}):
+        response = serve_file(Request.blank("/"), "blob-x", services=gae, **options)
+        assert response.headers["Content-Type"] == "application/octet-stream"
+        assert response.headers["Content-Disposition"] == 'attachment; filename="x.html"'
+        assert response.headers["Content-Security-Policy"] == "sandbox"
+    trusted = serve_file(Request.blank("/"), "blob-x", services=gae, trusted=True)
+    assert trusted.headers["Content-Type"] == claimed and "Content-Disposition" not in trusted.headers
 
 
 def test_range_is_forwarded(gae, testbed):
@@ -60,7 +75,7 @@ def test_range_is_forwarded(gae, testbed):
 
 
 def test_unknown_blob_is_404_and_given_type_skips_the_lookup(gae, testbed):
-    assert serve_file(Request.blank("/"), "no-such-blob", services=gae).status_int == 404
+    assert serve_file(Request.blank("/"), "no-such-blob", services=gae).status_code == 404
     response = serve_file(Request.blank("/"), "no-such-blob", services=gae, content_type="image/png", save_as="x.png")
     assert response.headers["Content-Type"] == "image/png"  # no datastore read needed, App Engine checks the key
 

@@ -22,8 +22,8 @@ def test_demo_round_trip(services):
         return Request.blank("/files/upload", method="POST", body=body,
                              content_type="multipart/form-data; boundary=b").get_response(app)
 
-    assert upload().status_int == 303
-    assert upload().status_int == 403  # the form's token is spent
+    assert upload().status_code == 303
+    assert upload().status_code == 403  # the form's token is spent
     listing = Request.blank("/files/").get_response(app).text
     assert "héllo.txt" in listing
     attachment = re.search(r"href='(/files/download/attachment\?name=[^']+)'", listing).group(1)
@@ -31,5 +31,5 @@ def test_demo_round_trip(services):
     assert response.body == b"hello demo" and "X-Sendfile" not in response.headers
     assert response.headers["Content-Disposition"].startswith('attachment; filename="hello.txt"')
     inline = Request.blank(attachment.replace("attachment", "inline"), headers={"Range": "bytes=6-"}).get_response(app)
-    assert inline.status_int == 206 and inline.body == b"demo" and "Content-Disposition" not in inline.headers
-    assert Request.blank("/files/download/inline?name=../../secret_key").get_response(app).status_int == 404
+    assert inline.status_code == 206 and inline.body == b"demo" and "Content-Disposition" not in inline.headers
+    assert Request.blank("/files/download/inline?name=../../secret_key").get_response(app).status_code == 404

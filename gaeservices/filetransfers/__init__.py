@@ -15,6 +15,7 @@ _LAZY = {
     "uploaded_files": "api",
     "upload_fields_html": "api",
     "UploadedFile": "uploads",
+    "FileResponse": "response",
     "XSendfileMiddleware": "middleware",
     "content_disposition": "disposition",
 }

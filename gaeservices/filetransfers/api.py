@@ -4,8 +4,8 @@ The same calls work whichever backend does the work -- the application streaming
 the file, a front server (X-Sendfile, X-Accel-Redirect), or App Engine's Blobstore
 -- so moving between a laptop, your servers and App Engine changes configuration,
 not code. Requests are WebOb requests (wrap a plain environ with
-``webob.Request(environ)``); downloads are ``webob.Response`` objects, which are
-also WSGI applications.
+``webob.Request(environ)``); downloads are :class:`~.response.FileResponse` values,
+which are WSGI applications.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .backends import backend, settings
+from .response import FileResponse
+from .stream_backend import PRIVATE
 from .uploads import UploadedFile
 
 __all__ = [
@@ -70,18 +72,27 @@ def serve_file(
     content_type: str | None = None,
     backend: Any = None,
     root: str | None = None,
+    trusted: bool = False,
+    cache_control: str | None = PRIVATE,
     services: Any = None,
-) -> Any:
-    """A response that sends ``file``: a ``webob.Response``, usable as a WSGI application.
+) -> FileResponse:
+    """A response that sends ``file``: a :class:`FileResponse`, which is a WSGI application.
 
     ``file`` is a name under the files root (``root``, default the configured
     one), an open binary file, an :class:`UploadedFile`, a storage object with a
     ``path``, or a blob key. ``save_as=True`` asks the browser to save it under its
-    own name, a string under that name; False shows it inline. A name that is
+    own name, a string under that name; False shows it inline -- if it may be:
+    unless ``trusted=True`` (the application's own files, never uploads), only
+    types no browser executes are shown inline; HTML, SVG, XML, script and
+    unknown types are sent as sandboxed ``application/octet-stream`` attachments,
+    whatever ``content_type`` says (see :mod:`.content`). ``cache_control`` is
+    the Cache-Control value (None sends none); the default, ``private``, keeps
+    shared caches from storing one user's download for others. A name that is
     missing or not allowed gets 404.
     """
     chosen = _backend("serve", backend, services)
-    return chosen.serve(request, file, save_as=save_as, content_type=content_type, root=root)
+    return chosen.serve(request, file, save_as=save_as, content_type=content_type, root=root, trusted=trusted,
+                        cache_control=cache_control)
 
 
 def public_download_url(file: Any, *, backend: Any = None, services: Any = None) -> str | None:

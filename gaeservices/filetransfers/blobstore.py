@@ -25,9 +25,9 @@ from typing import Any
 
 from ..exceptions import UploadRejectedError
 from . import tokens
-from .disposition import disposition_headers
-from .stream import DEFAULT_TYPE
-from .stream_backend import make_response, not_found_response
+from .content import DEFAULT_TYPE, download_headers, served_type
+from .response import FileResponse, make_response, not_found_response
+from .stream_backend import PRIVATE
 from .uploads import UploadedFile, file_fields, success_path
 
 __all__ = ["BlobstoreBackend"]
@@ -57,22 +57,30 @@ class BlobstoreBackend:
     # -- downloads --------------------------------------------------------------
 
     def serve(self, request: Any, file: Any, *, save_as: bool | str = False,
-              content_type: str | None = None, root: str | None = None) -> Any:
+              content_type: str | None = None, root: str | None = None, trusted: bool = False,
+              cache_control: str | None = PRIVATE) -> FileResponse:
         from google.appengine.ext import blobstore
 
         key, info = _key_and_info(file, blobstore)
         if key is None:
             return not_found_response()
-        if info is None and (content_type is None or save_as is True):
+        # The blob's record is read for its type, or for its name when the answer needs one.
+        needs_name = save_as is True or (
+            not trusted and content_type is not None and not served_type(content_type, DEFAULT_TYPE, trusted=False)[1])
+        if info is None and (content_type is None or (needs_name and not getattr(file, "filename", None))):
             info = blobstore.BlobInfo.get(key)
             if info is None:
                 return not_found_response()
         filename = getattr(file, "filename", None) or (info.filename if info is not None else None)
+        # The blob's stored type is what its uploader claimed: the same rules apply to it.
+        content_type, extra = download_headers(
+            content_type, (info.content_type if info is not None else None) or DEFAULT_TYPE, lambda: filename,
+            save_as=save_as, trusted=trusted, cache_control=cache_control)
         headers = [
             (blobstore.BLOB_KEY_HEADER, key),
-            ("Content-Type", content_type or (info.content_type if info is not None else None) or DEFAULT_TYPE),
+            ("Content-Type", content_type),
             ("X-Content-Type-Options", "nosniff"),
-            *disposition_headers(save_as, filename),
+            *extra,
         ]
         client_range = request.environ.get("HTTP_RANGE")
         if client_range and request.method == "GET":

@@ -4,6 +4,13 @@ Browsers that understand ``filename*`` (all current ones) use the exact UTF-8 na
 older clients fall back to the quoted ASCII ``filename``. Whatever the name holds,
 no CR, LF, control character, quote or backslash ever reaches the header, and any
 directory part is dropped so a client is never told to save to a path.
+
+Invisible characters are dropped from names too: format characters (Unicode
+category Cf: the bidirectional overrides and isolates U+202A-U+202E and
+U+2066-U+2069 that make ``invoice\u202efdp.exe`` display as ``invoiceexe.pdf``,
+zero-width spaces and joiners, the byte-order mark, soft hyphens), line and
+paragraph separators, and lone surrogates (undecodable bytes of a name read from
+disk, which no header can carry).
 """
 
 from __future__ import annotations
@@ -12,19 +19,22 @@ import re
 import unicodedata
 from urllib.parse import quote
 
-__all__ = ["content_disposition", "disposition_headers", "safe_filename"]
+__all__ = ["content_disposition", "safe_filename"]
 
 # RFC 5987 attr-char: what may appear unescaped in filename*.
 _ATTR_CHARS = "!#$&+-.^_`|~"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Cc control, Cf format, Cs surrogate, Zl line and Zp paragraph separators.
+_INVISIBLE = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
 _FALLBACK_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\%]')
 
 
 def safe_filename(name: str) -> str:
-    """``name`` without directories, control characters or surrounding blanks."""
+    """``name`` without directories, control or format characters, or surrounding blanks and dots."""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _CONTROL.sub("", name).strip().strip(".")
-    return name
+    if not name.isprintable():  # every character _INVISIBLE names is non-printable
+        category = unicodedata.category
+        name = "".join(c for c in name if category(c) not in _INVISIBLE)
+    return name.strip().strip(".")
 
 
 def _ascii_fallback(name: str) -> str:
@@ -49,15 +59,3 @@ def content_disposition(filename: str | None, *, attachment: bool = True) -> str
         return f'{kind}; filename="{name}"'
     encoded = quote(name, safe=_ATTR_CHARS, encoding="utf-8")
     return f"{kind}; filename=\"{fallback or 'download'}\"; filename*=UTF-8''{encoded}"
-
-
-def disposition_headers(save_as: bool | str | None, own_name: str | None) -> list[tuple[str, str]]:
-    """The Content-Disposition header (as a list) for ``serve_file``'s ``save_as``.
-
-    True saves under the file's own name, a string under that name, False (or
-    None) sends no Content-Disposition so the browser shows the file inline.
-    """
-    if not save_as:
-        return []
-    name = save_as if isinstance(save_as, str) else own_name
-    return [("Content-Disposition", content_disposition(name))]

@@ -11,7 +11,9 @@ from typing import Any
 from urllib.parse import quote
 
 from .paths import UnsafePath, check_name, refuse
-from .stream_backend import make_response, not_found_response
+from .content import check_header_value
+from .response import FileResponse, make_response, not_found_response
+from .stream_backend import PRIVATE
 
 __all__ = ["NoPublicURL", "BaseURL", "RedirectBackend", "file_name"]
 
@@ -65,7 +67,11 @@ class BaseURL:
 
 
 class RedirectBackend:
-    """Answer a download with 302 to the file's public URL (its ``url``, or the public backend's)."""
+    """Answer a download with 302 to the file's public URL (its ``url``, or the public backend's).
+
+    What the browser is then shown is up to the server at that URL: it must apply
+    the same rules to user content (see :mod:`.content`), or be on another origin.
+    """
 
     __slots__ = ("settings",)
 
@@ -77,7 +83,8 @@ class RedirectBackend:
         return cls(settings)
 
     def serve(self, request: Any, file: Any, *, save_as: bool | str = False,
-              content_type: str | None = None, root: str | None = None) -> Any:
+              content_type: str | None = None, root: str | None = None, trusted: bool = False,
+              cache_control: str | None = PRIVATE) -> FileResponse:
         from .backends import backend
 
         url = getattr(file, "url", None)
@@ -85,4 +92,7 @@ class RedirectBackend:
             url = backend("public", None, self.settings).public_url(file)
         if not url or "\r" in url or "\n" in url:
             return not_found_response()
-        return make_response("302 Found", [("Location", url), ("Content-Length", "0")], [])
+        headers = [("Location", url), ("Content-Length", "0")]
+        if cache_control is not None:  # the URL may be a signed one, meant for this client alone
+            headers.append(("Cache-Control", check_header_value(cache_control, "cache_control")))
+        return make_response("302 Found", headers, [])

@@ -29,7 +29,8 @@ servers sendfile to end of file regardless of Content-Length.
 
 Stat-derived headers (ETag from mtime and size, Last-Modified, the guessed type)
 are computed once per file and reused while a ``stat`` shows the same inode, size
-and mtime.
+and mtime. Which type a download is finally sent as, and whether it may be shown
+inline, is :mod:`.content`'s decision; this module sends what it is given.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ import secrets
 from collections.abc import Callable, Iterable
 from email.utils import formatdate, parsedate_tz, mktime_tz
 from typing import Any, BinaryIO
+
+from .content import DEFAULT_TYPE, INLINE_TYPES, media_type, with_charset
 
 __all__ = [
     "CHUNK_SIZE",
@@ -54,7 +57,6 @@ __all__ = [
 
 CHUNK_SIZE = 64 * 1024
 MAX_RANGES = 20
-DEFAULT_TYPE = "application/octet-stream"
 
 _MAX_REMEMBERED = 4096
 _RANGE_SPEC = re.compile(r"\s*([0-9]*)\s*-\s*([0-9]*)\s*")
@@ -66,7 +68,7 @@ Headers = list[tuple[str, str]]
 class FileInfo:
     """What a file's stat tells about it, computed once and shared by its responses."""
 
-    __slots__ = ("size", "mtime", "identity", "etag", "last_modified", "content_type", "headers")
+    __slots__ = ("size", "mtime", "identity", "etag", "last_modified", "content_type", "inline", "headers")
 
     def __init__(self, st: os.stat_result | None, size: int, name: str | None) -> None:
         self.size = size
@@ -78,7 +80,10 @@ class FileInfo:
         else:
             self.mtime, self.identity, self.etag, self.last_modified = 0, None, None, None
         guessed = mimetypes.guess_type(name)[0] if name else None
-        self.content_type = guessed or DEFAULT_TYPE
+        #: the type guessed from the name (text with charset=utf-8), and whether
+        #: an untrusted file of that type may be shown inline (see .content)
+        self.content_type = with_charset(guessed) if guessed else DEFAULT_TYPE
+        self.inline = guessed is not None and media_type(guessed) in INLINE_TYPES
         headers = [("Content-Type", self.content_type), ("Content-Length", str(size))]
         if self.etag:
             headers += [("ETag", self.etag), ("Last-Modified", self.last_modified)]
@@ -325,6 +330,17 @@ def not_found() -> tuple[str, Headers, list[bytes]]:
     )
 
 
+# RFC 9110 section 15.4.5: a 304 carries what a 200 would of these.
+_KEPT_ON_304 = frozenset(("cache-control", "expires", "vary", "content-location"))
+
+
+def _not_modified(validators: Headers, extra: Headers) -> tuple[str, Headers, list[bytes]]:
+    headers = validators + [("X-Content-Type-Options", "nosniff")]
+    if extra:
+        headers += [h for h in extra if h[0].lower() in _KEPT_ON_304]
+    return "304 Not Modified", headers, []
+
+
 def _plain(status: str, headers: Headers) -> tuple[str, Headers, list[bytes]]:
     return status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "0")] + headers, []
 
@@ -342,10 +358,11 @@ def respond(
 
     The file is ``path`` (opened when the body needs it) or whatever ``opener``
     returns (an open binary file positioned anywhere; it is seeked and closed here).
-    ``extra_headers`` (Content-Disposition, Cache-Control...) go on every answer
-    except 304 and 416.
+    ``extra_headers`` (Content-Disposition, Cache-Control...) go on every 200 and
+    206; of them, Cache-Control, Expires, Vary and Content-Location go on 304s too.
     """
     method = environ["REQUEST_METHOD"]
+    extra = extra_headers if type(extra_headers) is list else list(extra_headers)
     etag = info.etag
     validators: Headers = [("ETag", etag), ("Last-Modified", info.last_modified)] if etag else []  # type: ignore[list-item]
 
@@ -364,7 +381,7 @@ def respond(
     if if_none_match is not None:
         if if_none_match == etag or _matches(if_none_match, etag, strong=False):
             if method in ("GET", "HEAD"):
-                return "304 Not Modified", validators + [("X-Content-Type-Options", "nosniff")], []
+                return _not_modified(validators, extra)
             return _plain("412 Precondition Failed", validators)
     elif etag is not None and method in ("GET", "HEAD"):
         since = environ.get("HTTP_IF_MODIFIED_SINCE")
@@ -375,13 +392,12 @@ def respond(
                 date = _date(since)
                 not_modified = date is not None and info.mtime <= date
             if not_modified:
-                return "304 Not Modified", validators + [("X-Content-Type-Options", "nosniff")], []
+                return _not_modified(validators, extra)
 
     size = info.size
     headers = info.headers
     if content_type is not None:
         headers = [("Content-Type", content_type)] + headers[1:]
-    extra = list(extra_headers)
 
     ranges = None
     range_header = environ.get("HTTP_RANGE")

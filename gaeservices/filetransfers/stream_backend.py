@@ -4,49 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from webob import Response
-
-from .disposition import disposition_headers
+from .content import download_headers
 from .paths import UnsafePath, refuse
+from .response import FileResponse, make_response, not_found_response
 from .sources import local_file
-from .stream import not_found, respond
+from .stream import respond
 
-__all__ = ["FileResponse", "StreamBackend", "make_response", "not_found_response"]
+__all__ = ["FileResponse", "StreamBackend", "make_response", "not_found_response", "PRIVATE"]
 
-
-class FileResponse(Response):
-    """A webob.Response whose status, headers and body are already final.
-
-    It is an ordinary Response to the application (headers can still be read and
-    changed), but building and calling it skips what WebOb would redo per request:
-    parsing the status, adding a default type, making Location absolute (a
-    relative Location is valid HTTP) and running its own conditional logic, which
-    would repeat ours without If-Range or multiple ranges.
-    """
-
-    def __init__(self, status: str, headerlist: list[tuple[str, str]], app_iter: Any) -> None:
-        self._status = status
-        self._headers = None
-        self._headerlist = headerlist
-        self._app_iter = app_iter
-        self.conditional_response = False
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        start_response(self._status, self._headerlist)
-        app_iter = self._app_iter
-        if environ["REQUEST_METHOD"] == "HEAD" and app_iter:
-            close = getattr(app_iter, "close", None)
-            if close is not None:
-                close()
-            return []
-        return app_iter
-
-
-make_response = FileResponse
-
-
-def not_found_response() -> Any:
-    return make_response(*not_found())
+PRIVATE = "private"
+_PRIVATE_HEADERS = [("Cache-Control", PRIVATE)]
 
 
 class StreamBackend:
@@ -69,7 +36,9 @@ class StreamBackend:
         save_as: bool | str = False,
         content_type: str | None = None,
         root: str | None = None,
-    ) -> Any:
+        trusted: bool = False,
+        cache_control: str | None = PRIVATE,
+    ) -> FileResponse:
         try:
             source = local_file(file, root or self.root)
         except UnsafePath as exc:
@@ -77,13 +46,21 @@ class StreamBackend:
             return not_found_response()
         except OSError:
             return not_found_response()
+        info = source.info
+        if content_type is None and not save_as and cache_control is PRIVATE and (trusted or info.inline):
+            extra = _PRIVATE_HEADERS  # the common case, without building anything
+        else:
+            content_type, extra = download_headers(content_type, info.content_type, source.own_name,
+                                                   save_as=save_as, trusted=trusted, cache_control=cache_control)
+            if content_type == info.content_type:
+                content_type = None
         opener = source.opener
         status, headers, body = respond(
             request.environ,
-            source.info,
+            info,
             path=source.path if opener is None else None,
             opener=opener,
             content_type=content_type,
-            extra_headers=(disposition_headers(save_as, source.own_name()) if save_as else []),
+            extra_headers=extra,
         )
         return make_response(status, headers, body)

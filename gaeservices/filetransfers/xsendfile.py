@@ -20,23 +20,22 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
-from .disposition import disposition_headers
+from .content import download_headers
 from .paths import UnsafePath, refuse, within
+from .response import FileResponse, make_response, not_found_response
 from .sources import local_file, real_root
-from .stream_backend import make_response, not_found_response
+from .stream_backend import PRIVATE
 
 __all__ = ["XSendfileBackend", "XAccelBackend"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]").search
 
 
-def _header_headers(source: Any, save_as: bool | str, content_type: str | None) -> list[tuple[str, str]]:
-    return [
-        ("Content-Type", content_type or source.info.content_type),
-        ("X-Content-Type-Options", "nosniff"),
-        *(disposition_headers(save_as, source.own_name()) if save_as else []),
-        ("Content-Length", "0"),
-    ]
+def _header_headers(source: Any, save_as: bool | str, content_type: str | None, trusted: bool,
+                    cache_control: str | None) -> list[tuple[str, str]]:
+    content_type, extra = download_headers(content_type, source.info.content_type, source.own_name,
+                                           save_as=save_as, trusted=trusted, cache_control=cache_control)
+    return [("Content-Type", content_type), ("X-Content-Type-Options", "nosniff"), *extra, ("Content-Length", "0")]
 
 
 class _FrontServerBackend:
@@ -53,7 +52,9 @@ class _FrontServerBackend:
         save_as: bool | str = False,
         content_type: str | None = None,
         root: str | None = None,
-    ) -> Any:
+        trusted: bool = False,
+        cache_control: str | None = PRIVATE,
+    ) -> FileResponse:
         try:
             source = local_file(file, root or self.root)
             if source.path is None:
@@ -66,7 +67,8 @@ class _FrontServerBackend:
             return not_found_response()
         except OSError:
             return not_found_response()
-        return make_response("200 OK", [header] + _header_headers(source, save_as, content_type), [])
+        headers = _header_headers(source, save_as, content_type, trusted, cache_control)
+        return make_response("200 OK", [header] + headers, [])
 
     def header(self, path: str) -> tuple[str, str]:
         raise NotImplementedError
