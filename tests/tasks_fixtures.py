@@ -123,3 +123,18 @@ def flaky_bootstrap():
     bootstrap_runs.append(1)
     if flaky_state["fail"]:
         raise RuntimeError("database not ready")
+
+
+def raise_sdk_permanent_failure(tag):
+    """Fails the way tasks written for the SDK's deferred library do."""
+    from google.appengine.ext import deferred
+
+    calls.append(("sdk-permanent", tag))
+    raise deferred.PermanentTaskFailure(tag)
+
+
+def raise_sdk_singular_failure(tag):
+    from google.appengine.ext import deferred
+
+    calls.append(("sdk-singular", tag))
+    raise deferred.SingularTaskFailure(tag)

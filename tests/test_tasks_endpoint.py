@@ -6,6 +6,7 @@ import io
 import logging
 import pickle
 import threading
+import time
 import wsgiref.validate
 
 import pytest
@@ -34,6 +35,12 @@ def svc(tmp_path):
     s.close()
 
 
+class Signed(bytes):
+    """A task body that knows the task name it is signed for (post() sends it)."""
+
+    task_name = ""
+
+
 def post(app, body, headers=None, method="POST", validate=True):
     environ = {
         "REQUEST_METHOD": method,
@@ -54,7 +61,10 @@ def post(app, body, headers=None, method="POST", validate=True):
     if body or method == "POST":
         environ["CONTENT_LENGTH"] = str(len(body))
         environ["CONTENT_TYPE"] = "application/octet-stream"
+    if getattr(body, "task_name", ""):
+        environ["HTTP_X_APPENGINE_TASKNAME"] = body.task_name
     environ.update(headers or {})
+    environ = {k: v for k, v in environ.items() if v is not None}  # None: leave the header out
     captured = {}
 
     def start_response(status, response_headers, exc_info=None):
@@ -71,15 +81,28 @@ def post(app, body, headers=None, method="POST", validate=True):
     return int(captured["status"][:3]), captured["headers"], text
 
 
-def signed_call(services, function, *args, **kwargs):
-    body, _ = payload.PayloadCodec(services).seal(payload.dumps(function, args, kwargs))
-    return body
+def seal(services, pickled, *, name=None, queue="default", expires=None, named=False, max_size=None):
+    name = payload.new_task_name() if name is None else name
+    expires = time.time() + 3600 if expires is None else expires
+    body, _ = payload.PayloadCodec(services).seal(
+        pickled, name=name, queue=queue, expires=expires, named=named, max_size=max_size
+    )
+    signed = Signed(body)
+    signed.task_name = name
+    return signed
 
 
-def sentinel_body(services):
+def signed_call(services, function, *args, _name=None, _queue="default", _named=False, _expires=None, **kwargs):
+    """A body for ``function(*args, **kwargs)``, signed for a task of its own."""
+    return seal(
+        services, payload.dumps(function, args, kwargs), name=_name, queue=_queue, expires=_expires, named=_named
+    )
+
+
+def sentinel_body(services, **binding):
     """A valid call whose unpickling leaves a mark in fx.unpickled."""
     pickled = pickle.dumps((fx.record, (fx.Sentinel("x"),), {}), payload.PICKLE_PROTOCOL)
-    return services.signer(payload.SALT).sign(payload.INLINE + pickled), pickled
+    return seal(services, pickled, **binding), pickled
 
 
 def test_success_runs_the_call(svc):
@@ -96,29 +119,37 @@ def test_the_sentinel_works_on_a_genuine_body(svc):
 
 
 def _forgeries(svc, tmp_path):
-    body, pickled = sentinel_body(svc)
+    body, pickled = sentinel_body(svc, name="t-1")
     flipped = bytearray(body)
-    flipped[len(pickled) // 2] ^= 0x01
+    flipped[len(body) // 2] ^= 0x01
     other = Services(secret_key="wrong-key-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={})
-    wrong_key = other.signer(payload.SALT).sign(payload.INLINE + pickled)
-    wrong_salt = svc.signer("another.purpose").sign(payload.INLINE + pickled)
+    wrong_key = sentinel_body(other, name="t-1")[0]
+    header = bytes(body).split(payload.INLINE, 1)[0]
+    wrong_salt = svc.signer("another.purpose").sign(header + payload.INLINE + pickled)
+    first_format = svc.signer(payload.SALT).sign(payload.INLINE + pickled)  # not bound to a task
     return {
         "flipped byte": (bytes(flipped), 403),
         "unsigned pickle": (pickled, 403),
-        "pickle without its marker": (payload.INLINE + pickled, 403),
+        "pickle without its envelope": (payload.INLINE + pickled, 403),
         "wrong key": (wrong_key, 403),
         "wrong salt": (wrong_salt, 403),
-        "truncated body": (body[:-5], 403),
-        "signature only": (body[len(pickled) + 1:], 403),
+        "truncated body": (bytes(body)[:-5], 403),
+        "signature only": (bytes(body)[len(body) - 43:], 400),
         "no signature at all": (b"P" + b"x" * 40, 400),
         "empty body": (b"", 400),
+        "first payload format, signed but unbound": (first_format, 400),
+        "signed for another task name": (sentinel_body(svc, name="t-2")[0], 403),
+        "signed for another queue": (sentinel_body(svc, name="t-1", queue="mail")[0], 403),
+        "signed without a name, off App Engine": (sentinel_body(svc, name="")[0], 403),
     }
 
 
 def test_forged_payloads_are_refused_before_unpickling(svc, tmp_path):
     app = DeferredApp(svc)
     for what, (body, expected) in _forgeries(svc, tmp_path).items():
-        status, headers, _ = post(app, body)
+        status, headers, _ = post(
+            app, body, {"HTTP_X_APPENGINE_TASKNAME": "t-1", "HTTP_X_APPENGINE_QUEUENAME": "default"}
+        )
         assert status == expected, what
         assert headers.get("X-Task-Outcome") == "refused", what
     assert fx.unpickled == []
@@ -164,11 +195,16 @@ def test_digit_like_numbers_in_headers_are_answered_not_raised(svc):
 
 def test_app_engine_requires_the_task_header(svc):
     app = DeferredApp(svc, require_task_header=True)
-    body = signed_call(svc, fx.record, 1)
-    assert post(app, body)[0] == 403
+    body = signed_call(svc, fx.record, 1, _name="t1")
+    assert post(app, body, {"HTTP_X_APPENGINE_TASKNAME": None})[0] == 403
     assert fx.calls == []
     assert post(app, body, {"HTTP_X_APPENGINE_TASKNAME": "t1"})[0] == 200
     assert fx.calls == [((1,), {})]
+    # App Engine names transactional tasks itself: their bodies carry no name,
+    # and run where the platform's header vouches for the request
+    unnamed = signed_call(svc, fx.record, 2, _name="")
+    assert post(app, unnamed, {"HTTP_X_APPENGINE_TASKNAME": "12345678901234567"})[0] == 200
+    assert fx.calls[-1] == ((2,), {})
 
 
 def test_on_app_engine_the_header_is_required_by_default(tmp_path):
@@ -206,7 +242,7 @@ def test_a_callable_that_cannot_be_imported_is_a_permanent_failure(svc):
     pickled = pickle.dumps((fx.record, (), {}), payload.PICKLE_PROTOCOL).replace(
         b"tasks_fixtures", b"tasks_fixturez"
     )
-    body = svc.signer(payload.SALT).sign(payload.INLINE + pickled)
+    body = seal(svc, pickled, name="t")
     app = DeferredApp(svc)
     result = app.execute(body, fx_context())
     assert (result.status, result.outcome) == (200, "permanent-failure")
@@ -229,7 +265,8 @@ def test_the_task_reads_its_context(svc):
         "HTTP_X_APPENGINE_QUEUENAME": "mail",
         "HTTP_X_APPENGINE_TASKRETRYCOUNT": "2",
     }
-    assert post(DeferredApp(svc), signed_call(svc, fx.record_context, "c"), headers)[0] == 200
+    body = signed_call(svc, fx.record_context, "c", _name="task-7", _queue="mail")
+    assert post(DeferredApp(svc), body, headers)[0] == 200
     assert fx.calls == [("c", "task-7", "mail", 3, 2)]
     from gaeservices.tasks import current_task
 
@@ -316,3 +353,208 @@ def test_wsgi_deferred_module_exposes_an_application(monkeypatch, tmp_path):
         assert fx.calls == [(("wsgi",), {})]
     finally:
         set_services(previous)
+
+
+# --- a body is bound to its task, its expiry, and runs once --------------------
+
+
+def test_a_replayed_body_of_a_named_task_does_not_run_again(svc):
+    app = DeferredApp(svc, require_task_header=True)  # as on App Engine: tombstones for named tasks
+    body = signed_call(svc, fx.record, "once", _name="nightly-report", _named=True)
+    statuses = [post(app, body)[0] for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert fx.calls == [(("once",), {})]
+    # the tombstone is in the store: another process (a new endpoint) sees it too
+    assert post(DeferredApp(svc, require_task_header=True), body)[0] == 200
+    assert fx.calls == [(("once",), {})]
+
+
+def test_off_app_engine_no_body_runs_twice_over_http(svc):
+    app = DeferredApp(svc)  # off App Engine: whoever reaches the endpoint could replay
+    assert app.tombstones == "all"
+    body = signed_call(svc, fx.record, "unnamed")
+    for _ in range(3):
+        status, headers, text = post(app, body)
+        assert (status, headers["X-Task-Outcome"]) == (200, "success")
+    assert fx.calls == [(("unnamed",), {})]
+
+
+def test_a_failed_delivery_leaves_no_tombstone_so_the_retry_runs(svc):
+    app = DeferredApp(svc)
+    body = signed_call(svc, fx.fail_until, 2, "retried", _name="retried-task", _named=True)
+    assert post(app, body, {"HTTP_X_APPENGINE_TASKRETRYCOUNT": "0"})[0] == 500
+    assert post(app, body, {"HTTP_X_APPENGINE_TASKRETRYCOUNT": "1"})[0] == 200
+    assert post(app, body, {"HTTP_X_APPENGINE_TASKRETRYCOUNT": "2"})[0] == 200
+    assert fx.calls == [("retried", 1), ("retried", 2)]
+
+
+def test_on_app_engine_unnamed_tasks_leave_no_tombstone(svc):
+    """There the platform's headers are the gate; a store write per task is not paid."""
+    app = DeferredApp(svc, require_task_header=True)
+    assert app.tombstones == "named"
+    body = signed_call(svc, fx.record, "platform")
+    assert [post(app, body)[0] for _ in range(2)] == [200, 200]
+    assert len(fx.calls) == 2
+    assert svc.store.get(payload.PayloadCodec(svc).open(body).tombstone_key) is None
+
+
+def test_the_name_header_must_be_the_signed_name(svc):
+    app = DeferredApp(svc)
+    body = signed_call(svc, fx.record, 1, _name="invoice-42")
+    for header in (None, "", "invoice-43", "invoice-42 ", "INVOICE-42"):
+        status, headers, text = post(app, body, {"HTTP_X_APPENGINE_TASKNAME": header})
+        assert (status, headers["X-Task-Outcome"]) == (403, "refused"), header
+    assert "signed for task 'invoice-42'" in text
+    assert fx.calls == []
+    assert post(app, body, {"HTTP_X_APPENGINE_TASKNAME": "invoice-42"})[0] == 200
+
+
+def test_an_expired_body_is_not_run_and_not_retried(svc):
+    body, _ = sentinel_body(svc, name="old", expires=time.time() - 1)
+    status, headers, text = post(DeferredApp(svc), body)
+    assert (status, headers["X-Task-Outcome"]) == (200, "permanent-failure")  # 200: the queue drops it
+    assert "expired" in text
+    assert fx.unpickled == [] and fx.calls == []
+
+
+def test_the_body_expires_after_its_eta_plus_the_lifetime(svc, tmp_path):
+    from gaeservices import defer
+
+    local = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={}, queue="local://", store=f"sqlite:///{tmp_path}/q.db")
+    try:
+        handle = defer(fx.record, 1, _countdown=100, _services=local)
+        queue = local.queue
+        with queue.engine.connect() as conn:
+            body = conn.execute(queue.table.select().where(queue.table.c.name == handle.name)).one().body
+        envelope = payload.PayloadCodec(local).open(body)
+        assert (envelope.name, envelope.queue, envelope.named) == (handle.name, "default", False)
+        assert envelope.expires == pytest.approx(handle.eta.timestamp() + payload.DEFAULT_LIFETIME, abs=2)
+        # a task allowed to retry for longer than the lifetime keeps its body valid that long
+        defer(fx.record, 2, _name="kept", _retry_options={"task_age_limit": 90 * 86400}, _services=local)
+        with queue.engine.connect() as conn:
+            body = conn.execute(queue.table.select().where(queue.table.c.name == "kept")).one().body
+        envelope = payload.PayloadCodec(local).open(body)
+        assert envelope.named and envelope.expires >= time.time() + 90 * 86400
+    finally:
+        local.close()
+
+
+# --- what an unauthenticated client can make the endpoint do ---------------------
+
+
+class CountingInput(io.RawIOBase):
+    """A request body that counts what the application reads of it."""
+
+    def __init__(self, size):
+        self.size = size
+        self.consumed = 0
+
+    def read(self, n=-1):
+        n = self.size - self.consumed if n is None or n < 0 else min(n, self.size - self.consumed)
+        self.consumed += n
+        return b"x" * n
+
+    def readline(self, *args):
+        return self.read(*args)
+
+
+def test_what_is_read_before_verification_is_bounded_by_the_inline_limit(svc):
+    app = DeferredApp(svc)
+    from gaeservices.tasks.local import DEFAULT_MAX_PAYLOAD
+
+    assert app.max_body == DEFAULT_MAX_PAYLOAD + payload.MAX_ENVELOPE
+    for size in (app.max_body + 1, 32 * 1024 * 1024):
+        stream = CountingInput(size)
+        status, _, _ = post(app, b"", {"CONTENT_LENGTH": str(size), "wsgi.input": stream}, validate=False)
+        assert status == 413
+        assert stream.consumed == 0
+    stream = CountingInput(app.max_body)
+    status, _, _ = post(app, b"", {"CONTENT_LENGTH": str(app.max_body), "wsgi.input": stream}, validate=False)
+    assert status == 400 and stream.consumed == app.max_body  # read, then refused: unsigned
+
+
+def test_the_bound_follows_the_queue_backend_limit(tmp_path):
+    svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={}, queue="local://?max_payload=2048", store=f"sqlite:///{tmp_path}/s.db")
+    try:
+        assert DeferredApp(svc).max_body == 2048 + payload.MAX_ENVELOPE
+        # a call just under the inline limit travels inline and is accepted
+        from gaeservices import defer
+
+        handle = defer(fx.record, "x" * 1900, _name="n" * 500, _services=svc)
+        with svc.queue.engine.connect() as conn:
+            body = conn.execute(svc.queue.table.select().where(svc.queue.table.c.name == handle.name)).one().body
+        assert payload.PayloadCodec(svc).open(body).stored_key is None
+        assert len(body) <= DeferredApp(svc).max_body
+        status, _, _ = post(DeferredApp(svc), body, {"HTTP_X_APPENGINE_TASKNAME": handle.name})
+        assert status == 200
+    finally:
+        svc.close()
+
+
+def test_a_huge_retry_count_header_is_answered_not_raised(svc):
+    body = signed_call(svc, fx.record_context, "nines", _name="t9")
+    headers = {"HTTP_X_APPENGINE_TASKRETRYCOUNT": "9" * 5000, "HTTP_X_APPENGINE_TASKETA": "9" * 5000}
+    status, _, _ = post(DeferredApp(svc), body, headers)
+    assert status == 200
+    assert fx.calls == [("nines", "t9", "default", 1, 0)]
+
+
+# --- the SDK's failure classes, whatever the import order ------------------------
+
+
+SDK_FAILURE_SCRIPT = r"""
+import io, json, sys
+assert "google.appengine.ext.deferred" not in sys.modules
+from gaeservices.wsgi.deferred import application      # the shipped WSGI module, built first
+assert "google.appengine.ext.deferred" not in sys.modules
+from gaeservices.tasks import payload
+import tasks_fixtures as fx
+codec = payload.PayloadCodec(application.services)
+answers = []
+for function in (fx.raise_sdk_permanent_failure, fx.raise_sdk_singular_failure):
+    name = payload.new_task_name()
+    body, _ = codec.seal(payload.dumps(function, ("x",), {}), name=name, queue="default", expires=2e9)
+    environ = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
+               "HTTP_X_APPENGINE_TASKNAME": name}
+    status = []
+    b"".join(application(environ, lambda s, h, e=None: status.append((s, dict(h)))))
+    answers.append([status[0][0], status[0][1]["X-Task-Outcome"]])
+print(json.dumps(answers))
+"""
+
+
+def test_sdk_failures_keep_their_meaning_whatever_was_imported_first(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env = dict(
+        os.environ,
+        PYTHONPATH=tests_dir,
+        GAESERVICES_SECRET_KEY="k-signing-key-for-the-test-suite",
+        GAESERVICES_DATA_DIR=str(tmp_path),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", SDK_FAILURE_SCRIPT], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answers == [["200 OK", "permanent-failure"], ["408 Request Timeout", "retry"]]
+
+
+def test_a_stored_payload_is_bound_to_its_reference(svc):
+    codec = payload.PayloadCodec(svc)
+    small = payload.dumps(fx.record, ("a",), {})
+    first, first_key = codec.seal(small, name="a", queue="default", expires=time.time() + 60, max_size=10)
+    second, second_key = codec.seal(
+        payload.dumps(fx.record, ("b",), {}), name="b", queue="default", expires=time.time() + 60, max_size=10
+    )
+    assert first_key and second_key
+    svc.store.put(second_key, svc.store.get(first_key))  # swap a's stored call in under b's key
+    status, headers, _ = post(DeferredApp(svc), second, {"HTTP_X_APPENGINE_TASKNAME": "b"})
+    assert (status, headers["X-Task-Outcome"]) == (403, "refused")
+    assert fx.calls == []
+    assert post(DeferredApp(svc), first, {"HTTP_X_APPENGINE_TASKNAME": "a"})[0] == 200
+    assert fx.calls == [(("a",), {})]

@@ -239,7 +239,7 @@ def test_a_refused_duplicate_leaves_no_stored_payload(tmp_path, store_url):
 def _stored_payload_keys(svc):
     table = svc.store.table
     with svc.store.engine.connect() as conn:
-        return [row.id for row in conn.execute(table.select())]
+        return [row.id for row in conn.execute(table.select()) if "gaeservices.tasks.payload:" in row.id]
 
 
 def test_transactional_follows_the_callers_transaction(svc):

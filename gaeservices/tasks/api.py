@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from ..config import get_services
 from ..exceptions import (
@@ -41,6 +41,7 @@ __all__ = [
     "TaskContext",
     "current_task",
     "DEFAULT_URL",
+    "QueueBackend",
 ]
 
 DEFAULT_URL = "/_ah/queue/deferred"
@@ -145,11 +146,17 @@ class RetryOptions:
 
 
 class Task:
-    """A task on its way to a queue backend: the signed body and its options."""
+    """A task on its way to a queue backend: the signed body and its options.
+
+    ``name`` is always set, except on a backend that lets the platform name
+    unnamed tasks (``assigns_names``); ``named`` tells whether the application
+    chose it (``_name``), which is when names de-duplicate. ``expires`` is the
+    body's signed expiry (seconds since the epoch).
+    """
 
     __slots__ = (
         "name", "queue", "eta", "body", "url", "headers", "target",
-        "retry_options", "transactional", "payload_key",
+        "retry_options", "transactional", "payload_key", "named", "expires",
     )
 
     def __init__(
@@ -165,6 +172,8 @@ class Task:
         retry_options: RetryOptions | None = None,
         transactional: Any = False,
         payload_key: str | None = None,
+        named: bool = False,
+        expires: float | None = None,
     ) -> None:
         self.body = body
         self.name = name
@@ -176,6 +185,49 @@ class Task:
         self.retry_options = retry_options
         self.transactional = transactional
         self.payload_key = payload_key
+        self.named = named
+        self.expires = expires
+
+
+class QueueBackend(Protocol):
+    """What ``GAESERVICES_QUEUE`` builds: where :func:`defer` hands its tasks.
+
+    A backend (``local://``, ``immediate://``, ``appengine://``, ``celery://``)
+    must:
+
+    - **add** (:meth:`add`): keep ``task.body`` unchanged under ``task.name`` in
+      ``task.queue``, due at ``task.eta`` (None: now), and return its handle. A
+      task the application named (``task.named``) whose name is queued, or
+      finished within the backend's tombstone period, raises
+      :class:`TaskAlreadyExistsError`. ``task.retry_options`` and
+      ``task.transactional`` are honoured, or refused with
+      :class:`UnsupportedTaskOptionError` -- never ignored.
+    - **deliver** each due task, in a worker, to
+      :meth:`DeferredApp.execute(body, TaskContext(name, queue, execution_count, eta))
+      <gaeservices.tasks.endpoint.DeferredApp.execute>` (or POST the body to the
+      endpoint with ``X-AppEngine-TaskName``, ``X-AppEngine-QueueName`` and
+      ``X-AppEngine-TaskRetryCount``). The name and queue must be the task's own:
+      the body is signed for them, and the endpoint refuses it under any other.
+      ``execution_count`` is 1 on the first delivery.
+    - **act on the result**: ``result.done`` (success or permanent failure)
+      means never deliver it again, recording a permanent failure as failed with
+      ``result.error``; otherwise retry after ``RetryOptions.backoff`` until
+      ``RetryOptions.gives_up``, then keep it as failed (dead).
+    - **lose nothing**: a worker that dies mid-task must leave the task to be
+      delivered again (acknowledge after the result, not before).
+
+    Attributes: ``max_payload`` (bytes of pickled call carried inline; larger
+    calls go to the store and the body carries a reference; None: no limit);
+    optionally ``payload_lifetime`` (seconds after its ETA a body stays valid,
+    default 30 days), ``assigns_names`` (True when the platform names unnamed
+    tasks, as App Engine must for transactional ones) and ``codec``.
+    """
+
+    max_payload: int | None
+
+    def add(self, task: Task) -> TaskHandle: ...
+
+    def close(self) -> None: ...
 
 
 class TaskHandle:
@@ -238,10 +290,21 @@ def defer(obj: Any, *args: Any, **kwargs: Any) -> TaskHandle:
     if headers is not None:
         headers = {str(k): str(v) for k, v in dict(headers).items()}
 
+    retry_options = RetryOptions.coerce(options.get("_retry_options"))
     backend = services.queue
+    named = name is not None
+    if name is None and not getattr(backend, "assigns_names", False):
+        name = payload.new_task_name()
+    now = time.time()
+    lifetime = float(getattr(backend, "payload_lifetime", payload.DEFAULT_LIFETIME))
+    if retry_options is not None and retry_options.task_age_limit:
+        lifetime = max(lifetime, retry_options.task_age_limit + 86400.0)
+    expires = max(now if eta_seconds is None else eta_seconds, now) + lifetime
     pickled = payload.dumps(obj, args, kwargs)
     codec = backend.codec if hasattr(backend, "codec") else payload.PayloadCodec(services)
-    body, payload_key = codec.seal(pickled, max_size=backend.max_payload)
+    body, payload_key = codec.seal(
+        pickled, name=name or "", queue=queue, expires=expires, named=named, max_size=backend.max_payload
+    )
     task = Task(
         body=body,
         name=name,
@@ -250,9 +313,11 @@ def defer(obj: Any, *args: Any, **kwargs: Any) -> TaskHandle:
         url=url,
         headers=headers,
         target=options.get("_target"),
-        retry_options=RetryOptions.coerce(options.get("_retry_options")),
+        retry_options=retry_options,
         transactional=options.get("_transactional") or False,
         payload_key=payload_key,
+        named=named,
+        expires=expires,
     )
     try:
         return backend.add(task)

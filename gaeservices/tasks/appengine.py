@@ -32,6 +32,11 @@ DEFAULT_MAX_PAYLOAD = 100 * 1024 - 4096
 class AppEngineQueue:
     """Adds deferred tasks to App Engine push queues."""
 
+    #: Unnamed tasks are named by the platform (it must name transactional ones):
+    #: their bodies are signed without a name, and the endpoint runs them only
+    #: behind the platform's own task headers.
+    assigns_names = True
+
     def __init__(self, services: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         from google.appengine.api import taskqueue
 
@@ -50,7 +55,7 @@ class AppEngineQueue:
             "url": task.url,
             "headers": {"Content-Type": "application/octet-stream", **task.headers},
         }
-        if task.name:
+        if task.name and task.named:
             options["name"] = task.name
         if task.eta is not None:
             options["eta"] = datetime.fromtimestamp(task.eta, timezone.utc)

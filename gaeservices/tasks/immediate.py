@@ -8,7 +8,7 @@ what a worker would do. What a test needs to see differently:
   re-raises its exception from ``defer``; a :class:`PermanentTaskFailure` is
   logged and recorded in :attr:`ImmediateQueue.failures`, as a worker would;
 - ``_countdown`` and ``_eta`` are recorded on the handle but not waited for;
-- names de-duplicate (for the queue object's lifetime);
+- names the application gives de-duplicate (for the queue object's lifetime);
 - ``_transactional`` is refused: there is no transaction to join.
 """
 
@@ -17,13 +17,12 @@ from __future__ import annotations
 import io
 import threading
 import time
-import uuid
 from typing import Any
 
 from ..config import BackendURL
 from ..exceptions import TaskAlreadyExistsError, UnsupportedTaskOptionError
 from .api import Task, TaskHandle, to_datetime
-from .endpoint import RESULT_ENVIRON_KEY, DeferredApp, TaskResult
+from .endpoint import MAX_BODY, RESULT_ENVIRON_KEY, DeferredApp, TaskResult
 
 __all__ = ["ImmediateQueue"]
 
@@ -36,7 +35,8 @@ class ImmediateQueue:
     def __init__(self, services: Any, *, max_payload: int | None = None) -> None:
         self.services = services
         self.max_payload = max_payload
-        self.app = DeferredApp(services, require_task_header=False)
+        # Its own deliveries: replays are not a concern, so only named tasks keep tombstones.
+        self.app = DeferredApp(services, require_task_header=False, max_body=MAX_BODY, tombstones="named")
         self.codec = self.app.codec
         self.names: set[str] = set()
         self.failures: list[tuple[str, TaskResult]] = []
@@ -52,11 +52,12 @@ class ImmediateQueue:
                 "immediate:// cannot honour _transactional: it has no transaction to join "
                 "(appengine:// can; elsewhere enqueue after your transaction commits)"
             )
-        name = task.name or "task-" + uuid.uuid4().hex
-        with self._lock:
-            if name in self.names:
-                raise TaskAlreadyExistsError(f"a task named {name!r} was already added")
-            self.names.add(name)
+        name = task.name or ""
+        if task.named:
+            with self._lock:
+                if name in self.names:
+                    raise TaskAlreadyExistsError(f"a task named {name!r} was already added")
+                self.names.add(name)
         eta = task.eta if task.eta is not None else time.time()
         result = self.run(task.body, name=name, queue=task.queue, eta=eta, url=task.url, headers=task.headers)
         if not result.done:

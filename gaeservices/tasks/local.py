@@ -19,7 +19,6 @@ URL options: ``local://?lease=600&tombstone=86400&max_payload=102400``.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -34,7 +33,7 @@ from ..exceptions import (
     UnsupportedTaskOptionError,
 )
 from .api import RetryOptions, Task, TaskHandle, to_datetime
-from .endpoint import TaskResult
+from .result import REFUSED, TaskResult
 from .payload import PayloadCodec
 
 __all__ = ["LocalQueue", "ClaimedTask", "TaskInfo", "PENDING", "DONE", "FAILED"]
@@ -198,9 +197,9 @@ class LocalQueue:
         """
         now = time.time()
         eta = task.eta if task.eta is not None else now
-        # Generated names start with the time, so new rows append to the name
-        # index instead of touching a random page of it on every insert.
-        name = task.name or f"{time.time_ns():016x}{os.urandom(5).hex()}"
+        name = task.name
+        if not name:  # defer() names every task: its body is signed for that name
+            raise InvalidTaskError("local:// needs the task's name (the one its body is signed for)")
         options: dict[str, Any] = {}
         if task.headers:
             options["headers"] = task.headers
@@ -318,7 +317,7 @@ class LocalQueue:
                 done.append(key)
                 continue
             key["b_error"] = result.error or f"HTTP {result.status}"
-            if result.done:
+            if result.done or result.outcome == REFUSED:  # a refused body cannot get better
                 failed.append(key)
                 continue
             retry = task.retry_options

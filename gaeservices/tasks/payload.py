@@ -1,15 +1,30 @@
-"""Task payloads: the call pickled with a pinned protocol, then always signed.
+"""Task payloads: the call pickled with a pinned protocol, sealed in a signed envelope.
 
-A payload on the wire (the body POSTed to ``/_ah/queue/deferred``) is one of:
+A body on the wire (POSTed to ``/_ah/queue/deferred``, or handed to a worker) is
+``sign(envelope + kind + data)`` where the envelope binds the call to its task::
 
-- ``sign(b"P" + pickle)`` -- the call itself;
-- ``sign(b"R" + key)`` -- a reference to the signed ``b"P"`` payload kept in the
-  store, for calls larger than the queue backend accepts.
+    b"T" name b"\n" queue b"\n" expires b"\n" nonce b"\n" flags b"\n"
+
+- ``name``: the task's name (empty only for tasks the platform names, i.e.
+  transactional App Engine tasks: such a body runs only where the platform's
+  task headers are trusted);
+- ``queue``: its queue;
+- ``expires``: integer seconds since the epoch after which it is refused;
+- ``nonce``: 16 random hex digits, so two identical calls never share a body,
+  and the key of the body's tombstone;
+- ``flags``: ``n`` when the application named the task (``_name``): its
+  success leaves a tombstone in the store, so a replay of the body does not run.
+
+``kind + data`` is ``b"P" + pickle`` (the call itself) or ``b"R" + key``, a
+reference to a payload kept in the store (``sign(b"S" + key + b"\n" + pickle)``,
+bound to its key), for calls larger than the queue backend carries.
 
 Signatures are checked over the raw bytes *before* anything is unpickled: an
 unsigned or altered body is refused without pickle ever seeing it. The signer
 is the application's rotating key list (the newest key signs, every key
-verifies), so keys can be rotated while tasks are in flight.
+verifies), so keys can be rotated while tasks are in flight. The checks of the
+envelope against the delivery (name, queue, expiry, tombstone) are the
+endpoint's: see :meth:`gaeservices.tasks.endpoint.DeferredApp.execute`.
 
 Callables are checked when they are deferred, not when the worker meets them:
 a lambda, a nested function or a function of ``__main__`` cannot be imported by
@@ -21,7 +36,10 @@ from __future__ import annotations
 import functools
 import inspect
 import io
+import math
+import os
 import pickle
+import time
 import types
 import uuid
 from typing import Any
@@ -31,20 +49,34 @@ from ..exceptions import InvalidTaskError, TaskError
 __all__ = [
     "PICKLE_PROTOCOL",
     "SALT",
+    "MAX_ENVELOPE",
+    "DEFAULT_LIFETIME",
     "ForgedPayload",
     "MalformedPayload",
+    "ExpiredPayload",
+    "Envelope",
     "PayloadCodec",
     "dumps",
     "loads",
     "check_callable",
+    "new_task_name",
 ]
 
 #: Pinned so that a worker on another Python (3.8+) reads what a web process wrote.
 PICKLE_PROTOCOL = 5
 SALT = "gaeservices.tasks"
+VERSION = b"T"
 INLINE = b"P"
 REFERENCE = b"R"
+STORED = b"S"
 STORE_PREFIX = "gaeservices.tasks.payload:"
+TOMBSTONE_PREFIX = "gaeservices.tasks.done:"
+#: What a body carries besides the pickled call: the envelope (a name of up to 500
+#: characters, a queue of up to 100, expiry, nonce, flags) and the signature. The
+#: endpoint reads at most the inline payload limit plus this before verifying.
+MAX_ENVELOPE = 1024
+#: How long after its ETA a body stays valid unless the backend says otherwise.
+DEFAULT_LIFETIME = 30 * 86400.0
 
 
 class ForgedPayload(TaskError):
@@ -52,7 +84,16 @@ class ForgedPayload(TaskError):
 
 
 class MalformedPayload(TaskError, ValueError):
-    """The body is not a payload at all (empty, no signature, unknown kind)."""
+    """The body is not a payload at all (empty, no signature, unknown kind or format)."""
+
+
+class ExpiredPayload(TaskError):
+    """The body verifies but its signed expiry has passed: it must not run."""
+
+
+def new_task_name() -> str:
+    """A generated task name: the time first, so new rows append to a name index."""
+    return f"{time.time_ns():016x}{os.urandom(5).hex()}"
 
 
 # --- the call ------------------------------------------------------------------
@@ -131,7 +172,36 @@ def loads(data: bytes) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
     return obj, args, kwargs
 
 
-# --- signing and large payloads ---------------------------------------------------
+# --- the envelope, signing and large payloads ------------------------------------
+
+
+class Envelope:
+    """What a verified body says about itself; ``kind`` + ``data`` is the call or a reference."""
+
+    __slots__ = ("name", "queue", "expires", "nonce", "named", "kind", "data")
+
+    def __init__(
+        self, name: str, queue: str, expires: int, nonce: str, named: bool, kind: bytes, data: bytes
+    ) -> None:
+        self.name = name
+        self.queue = queue
+        self.expires = expires
+        self.nonce = nonce
+        self.named = named
+        self.kind = kind
+        self.data = data
+
+    @property
+    def stored_key(self) -> str | None:
+        """The store key of the payload a reference body points to (None when inline)."""
+        return self.data.decode() if self.kind == REFERENCE else None
+
+    @property
+    def tombstone_key(self) -> str:
+        return f"{TOMBSTONE_PREFIX}{self.queue}:{self.name}:{self.nonce}"
+
+    def __repr__(self) -> str:
+        return f"<Envelope {self.name!r} queue={self.queue!r} expires={self.expires} named={self.named}>"
 
 
 class PayloadCodec:
@@ -144,39 +214,87 @@ class PayloadCodec:
         self._signer = services.signer(SALT)
         self._sep = self._signer.sep.encode() if isinstance(self._signer.sep, str) else self._signer.sep
 
-    def seal(self, pickled: bytes, *, max_size: int | None = None) -> tuple[bytes, str | None]:
-        """The body for ``pickled``, and the store key if it had to go to the store."""
-        body = self._signer.sign(INLINE + pickled)
-        if max_size is None or len(body) <= max_size:
-            return body, None
+    def seal(
+        self,
+        pickled: bytes,
+        *,
+        name: str,
+        queue: str,
+        expires: float,
+        named: bool = False,
+        max_size: int | None = None,
+    ) -> tuple[bytes, str | None]:
+        """The body for ``pickled`` bound to its task, and the store key if it went to the store.
+
+        A call of more than ``max_size`` bytes is written to the store and the
+        body carries a signed reference to it.
+        """
+        if "\n" in name or "\n" in queue or not (name.isascii() and queue.isascii()):
+            raise InvalidTaskError(f"task and queue names are ASCII without line breaks: {name!r}, {queue!r}")
+        header = b"".join(
+            (
+                VERSION, name.encode("ascii"), b"\n", queue.encode("ascii"), b"\n",
+                str(math.ceil(expires)).encode(), b"\n", os.urandom(8).hex().encode(), b"\n",
+                b"n" if named else b"", b"\n",
+            )
+        )
+        if max_size is None or len(pickled) <= max_size:
+            return self._signer.sign(header + INLINE + pickled), None
         key = STORE_PREFIX + uuid.uuid4().hex
-        self._services.store.put(key, body)
-        return self._signer.sign(REFERENCE + key.encode()), key
+        stored = self._signer.sign(STORED + key.encode() + b"\n" + pickled)
+        self._services.store.put(key, stored, timeout=max(1.0, expires - time.time()) + 86400)
+        return self._signer.sign(header + REFERENCE + key.encode()), key
 
-    def open(self, body: bytes) -> tuple[bytes, str | None]:
-        """Verify ``body``; return the pickled call and its store key (or None).
+    def open(self, body: bytes) -> Envelope:
+        """Verify ``body`` and read its envelope. Raises ForgedPayload or MalformedPayload.
 
-        Raises ForgedPayload or MalformedPayload; nothing is unpickled here.
+        Nothing is unpickled and the store is not read: :meth:`call` does that.
         """
         inner = self._verify(body)
-        if inner[:1] == INLINE:
-            return inner[1:], None
-        key = inner[1:].decode()
-        stored = self._services.store.get(key)
+        if inner[:1] != VERSION:
+            if inner[:1] in (INLINE, REFERENCE):
+                raise MalformedPayload(
+                    "a body in the first payload format (not bound to a task name, queue and "
+                    "expiry) is no longer run: defer the call again"
+                )
+            raise MalformedPayload("unknown payload format")
+        parts = inner[1:].split(b"\n", 5)
+        if len(parts) != 6:
+            raise MalformedPayload("the envelope is incomplete")
+        name, queue, expires, nonce, flags, rest = parts
+        if not expires.isdigit() or rest[:1] not in (INLINE, REFERENCE):
+            raise MalformedPayload("the envelope is malformed")
+        try:
+            return Envelope(
+                name.decode("ascii"), queue.decode("ascii"), int(expires), nonce.decode("ascii"),
+                flags == b"n", rest[:1], rest[1:],
+            )
+        except (UnicodeDecodeError, ValueError):
+            raise MalformedPayload("the envelope is malformed") from None
+
+    def call(self, envelope: Envelope) -> bytes:
+        """The pickled call of a verified envelope, read from the store for a reference.
+
+        LookupError when a stored payload is gone (deleted after an earlier run).
+        """
+        if envelope.kind == INLINE:
+            return envelope.data
+        key = envelope.data
+        stored = self._services.store.get(key.decode())
         if stored is None:
-            raise LookupError(f"the stored payload {key} is gone (deleted after an earlier run?)")
+            raise LookupError(f"the stored payload {key.decode()} is gone (deleted after an earlier run?)")
         inner = self._verify(stored)
-        if inner[:1] != INLINE:
-            raise MalformedPayload("a stored payload refers to another")
-        return inner[1:], key
+        prefix = STORED + key + b"\n"
+        if not inner.startswith(prefix):
+            raise MalformedPayload("the stored payload belongs to another task")
+        return inner[len(prefix):]
 
     def stored_key(self, body: bytes) -> str | None:
         """The store key a body refers to, or None (bodies that do not verify: None)."""
         try:
-            inner = self._verify(body)
+            return self.open(body).stored_key
         except (ForgedPayload, MalformedPayload):
             return None
-        return inner[1:].decode() if inner[:1] == REFERENCE else None
 
     def discard(self, key: str | None) -> None:
         """Delete a stored payload once its task has succeeded or failed for good."""
@@ -189,9 +307,6 @@ class PayloadCodec:
         from itsdangerous import BadSignature
 
         try:
-            inner = self._signer.unsign(body)
+            return self._signer.unsign(body)
         except BadSignature:
             raise ForgedPayload("the signature does not verify") from None
-        if inner[:1] not in (INLINE, REFERENCE):
-            raise MalformedPayload("unknown payload kind")
-        return inner
