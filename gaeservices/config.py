@@ -435,9 +435,10 @@ class Services:
             )
         self.bootstrap = bootstrap
 
+        source = "secret_key"
         if secret_key is None:
-            secret_key = env.get("GAESERVICES_SECRET_KEY")
-        self._secret_keys = _checked_keys(secret_key) if secret_key is not None else None
+            secret_key, source = env.get("GAESERVICES_SECRET_KEY"), "GAESERVICES_SECRET_KEY"
+        self._secret_keys = _checked_keys(secret_key, source) if secret_key is not None else None
         if self._secret_keys is None and self.on_app_engine:
             raise ConfigurationError(
                 "GAESERVICES_SECRET_KEY must be set on App Engine: instances share no disk, "
@@ -546,21 +547,28 @@ class Services:
     def _generated_key(self) -> bytes:
         path = os.path.join(self.data_dir, "secret_key")
         try:
-            with open(path, "rb") as f:
-                key = f.read().strip()
-            if key:
-                return key
+            return _key_file(path)
         except FileNotFoundError:
             pass
+        import tempfile
+
         os.makedirs(self.data_dir, exist_ok=True)
         key = secrets.token_urlsafe(48).encode()
+        # Written whole under a temporary name, then linked into place: the link
+        # fails if another process got there first, and nobody ever reads a
+        # half-written (empty) key file.
+        fd, temporary = tempfile.mkstemp(prefix=".secret_key.", dir=self.data_dir)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process won the race: use its key
-            with open(path, "rb") as f:
-                return f.read().strip()
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(temporary, path)
+            except FileExistsError:  # another process won the race: use its key
+                return _key_file(path)
+        finally:
+            os.unlink(temporary)
         logger.warning(
             "GAESERVICES_SECRET_KEY is not set: generated a signing key into %s. "
             "Set GAESERVICES_SECRET_KEY for any deployment with more than one machine.",
@@ -605,28 +613,53 @@ def _sha256(data: bytes = b"") -> Any:
 MIN_KEY_BYTES = 32
 
 
-def _checked_keys(value: str | bytes | list[str | bytes]) -> list[bytes]:
-    """The signing keys, newest first; ConfigurationError for none, or one too short."""
-    if isinstance(value, (str, bytes)):
-        text = value.decode() if isinstance(value, bytes) else value
-        items: list[str | bytes] = [part.strip() for part in text.split(",")]
+_NEW_KEY_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def _checked_keys(value: str | bytes | list[str | bytes], source: str) -> list[bytes]:
+    """The signing keys, newest first; ConfigurationError for none, or one too short.
+
+    A ``str`` holds comma-separated keys (as the environment variable does); a
+    ``bytes`` value is one key, used as it is (random bytes may hold a comma); a
+    list holds one key per item.
+    """
+    items: list[str | bytes]
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, bytes):
+        items = [value]
     else:
         items = list(value)
-    keys = [k.encode() if isinstance(k, str) else bytes(k) for k in items]
+    for item in items:
+        if not isinstance(item, (str, bytes)):
+            raise ConfigurationError(f"{source}: keys are str or bytes, not {type(item).__name__}")
+    keys = [k.encode() if isinstance(k, str) else k for k in items]
     if not any(keys):
         raise ConfigurationError(
-            "GAESERVICES_SECRET_KEY is set but holds no key: give one of at least "
-            f"{MIN_KEY_BYTES} bytes (python -c 'import secrets; print(secrets.token_urlsafe(48))'), "
-            "or unset it to have one generated into the data dir"
+            f"{source} is set but holds no key: give one of at least {MIN_KEY_BYTES} bytes "
+            f"({_NEW_KEY_HINT}), or unset it to have one generated into the data dir"
         )
     for position, key in enumerate(keys, 1):
         if len(key) < MIN_KEY_BYTES:
             raise ConfigurationError(
-                f"GAESERVICES_SECRET_KEY: key {position} of {len(keys)} is "
+                f"{source}: key {position} of {len(keys)} is "
                 f"{'empty' if not key else f'{len(key)} bytes'}; each key needs at least "
-                f"{MIN_KEY_BYTES} (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                f"{MIN_KEY_BYTES} ({_NEW_KEY_HINT})"
             )
     return keys
+
+
+def _key_file(path: str) -> bytes:
+    """The generated key kept at ``path``; ConfigurationError if it is not one."""
+    with open(path, "rb") as f:
+        key = f.read().strip()
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigurationError(
+            f"{path} holds {len(key)} bytes, not a signing key of at least {MIN_KEY_BYTES}: "
+            "delete it to have a new key generated (what it signed becomes invalid), "
+            "or set GAESERVICES_SECRET_KEY"
+        )
+    return key
 
 
 # --- the process-wide default ------------------------------------------------

@@ -132,6 +132,52 @@ def test_secret_key_generated_once(tmp_path, caplog):
     assert second.secret_keys == [key]
 
 
+def test_a_key_file_that_holds_no_key_is_refused(tmp_path):
+    # What a crash between creating the file and writing it left behind, or a
+    # file written by hand: never sign with an empty or short key.
+    for content in (b"", b"  \n", b"short"):
+        (tmp_path / "secret_key").write_bytes(content)
+        with pytest.raises(ConfigurationError, match="not a signing key"):
+            Services(environ={}, data_dir=str(tmp_path)).secret_keys
+
+
+def test_racing_processes_generate_one_key(tmp_path):
+    # Separate Services objects share no lock, as separate processes do not.
+    import threading
+
+    barrier, keys = threading.Barrier(8), []
+
+    def generate():
+        services = Services(environ={}, data_dir=str(tmp_path))
+        barrier.wait()
+        keys.append(services.secret_keys[0])
+
+    threads = [threading.Thread(target=generate) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(keys)) == 1 and len(keys[0]) >= 32, keys
+    assert os.listdir(tmp_path) == ["secret_key"]  # no temporary file left
+
+
+def test_a_bytes_key_is_one_key_as_it_is(tmp_path):
+    key = bytes(range(256))  # not UTF-8, and holds a comma (0x2c)
+    services = Services(environ={}, secret_key=key, data_dir=str(tmp_path))
+    assert services.secret_keys == [key]
+    assert services.signer("x").unsign(services.signer("x").sign(b"data")) == b"data"
+    assert Services(environ={}, secret_key=[key, b"o" * 32], data_dir=str(tmp_path)).secret_keys == [key, b"o" * 32]
+
+
+def test_key_errors_name_where_the_key_came_from(tmp_path):
+    with pytest.raises(ConfigurationError, match="^secret_key: key 1 of 1 is 5 bytes"):
+        Services(environ={}, secret_key="short", data_dir=str(tmp_path))
+    with pytest.raises(ConfigurationError, match="^GAESERVICES_SECRET_KEY: key 1 of 1 is 5 bytes"):
+        Services(environ={"GAESERVICES_SECRET_KEY": "short"}, data_dir=str(tmp_path))
+    with pytest.raises(ConfigurationError, match="keys are str or bytes, not int"):
+        Services(environ={}, secret_key=[7], data_dir=str(tmp_path))  # type: ignore[list-item]
+
+
 def test_rotated_keys_verify_newest_signs(tmp_path):
     old = Services(environ={}, secret_key="old-signing-key-for-the-test-suite", data_dir=str(tmp_path))
     token = old.signer("x").sign(b"payload")
