@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+import signal
+from types import FrameType
 
+from gaeservices.cli import CommandError, listen
 from gaeservices.config import get_services
 
 from .app import load_pages, make_app
@@ -14,26 +16,33 @@ from .app import load_pages, make_app
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gaeservices demo", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0: any free one)")
     parser.add_argument("--threads", type=int, default=4)
     for p in load_pages():
         if hasattr(p, "add_arguments"):
             p.add_arguments(parser)
     options = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     try:
-        import waitress
+        from waitress.server import create_server
     except ImportError:
-        print("gaeservices demo needs waitress and SQLAlchemy: pip install 'gaeservices[demo]'",
-              file=sys.stderr)
-        return 2
-
+        raise CommandError("needs waitress and SQLAlchemy: pip install 'gaeservices[demo]'", 2) from None
+    # Listen first: if the port is taken, that is said in one line and nothing
+    # else (the application, its signing key, the task dispatcher) has started.
+    sock = listen(options.host, options.port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     services = get_services()
-    app = make_app(services)
+    server = create_server(make_app(services), sockets=[sock], threads=options.threads)
     for p in load_pages():
         if hasattr(p, "start"):
             p.start(services, options)
-    print(f"gaeservices demo on http://{options.host}:{options.port}/  ({services!r})", flush=True)
-    waitress.serve(app, host=options.host, port=options.port, threads=options.threads)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"gaeservices demo on http://{shown}:{port}/  ({services!r})", flush=True)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)  # waitress shuts its threads down on SystemExit
+
+    signal.signal(signal.SIGTERM, stop)
+    server.run()
     return 0
