@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 from ..config import get_services
 from ..exceptions import (
@@ -41,7 +41,6 @@ __all__ = [
     "TaskContext",
     "current_task",
     "DEFAULT_URL",
-    "QueueBackend",
 ]
 
 DEFAULT_URL = "/_ah/queue/deferred"
@@ -187,47 +186,6 @@ class Task:
         self.payload_key = payload_key
         self.named = named
         self.expires = expires
-
-
-class QueueBackend(Protocol):
-    """What ``GAESERVICES_QUEUE`` builds: where :func:`defer` hands its tasks.
-
-    A backend (``local://``, ``immediate://``, ``appengine://``, ``celery://``)
-    must:
-
-    - **add** (:meth:`add`): keep ``task.body`` unchanged under ``task.name`` in
-      ``task.queue``, due at ``task.eta`` (None: now), and return its handle. A
-      task the application named (``task.named``) whose name is queued, or
-      finished within the backend's tombstone period, raises
-      :class:`TaskAlreadyExistsError`. ``task.retry_options`` and
-      ``task.transactional`` are honoured, or refused with
-      :class:`UnsupportedTaskOptionError` -- never ignored.
-    - **deliver** each due task, in a worker, to
-      :meth:`DeferredApp.execute(body, TaskContext(name, queue, execution_count, eta))
-      <gaeservices.tasks.endpoint.DeferredApp.execute>` (or POST the body to the
-      endpoint with ``X-AppEngine-TaskName``, ``X-AppEngine-QueueName`` and
-      ``X-AppEngine-TaskRetryCount``). The name and queue must be the task's own:
-      the body is signed for them, and the endpoint refuses it under any other.
-      ``execution_count`` is 1 on the first delivery.
-    - **act on the result**: ``result.done`` (success or permanent failure)
-      means never deliver it again, recording a permanent failure as failed with
-      ``result.error``; otherwise retry after ``RetryOptions.backoff`` until
-      ``RetryOptions.gives_up``, then keep it as failed (dead).
-    - **lose nothing**: a worker that dies mid-task must leave the task to be
-      delivered again (acknowledge after the result, not before).
-
-    Attributes: ``max_payload`` (bytes of pickled call carried inline; larger
-    calls go to the store and the body carries a reference; None: no limit);
-    optionally ``payload_lifetime`` (seconds after its ETA a body stays valid,
-    default 30 days), ``assigns_names`` (True when the platform names unnamed
-    tasks, as App Engine must for transactional ones) and ``codec``.
-    """
-
-    max_payload: int | None
-
-    def add(self, task: Task) -> TaskHandle: ...
-
-    def close(self) -> None: ...
 
 
 class TaskHandle:

@@ -25,12 +25,44 @@ __all__ = ["Queue"]
 
 @runtime_checkable
 class Queue(Protocol):
-    """What every task queue backend provides."""
+    """What every task queue backend provides, and what it must do.
+
+    - **add** (:meth:`add`): keep ``task.body`` unchanged under ``task.name`` in
+      ``task.queue``, due at ``task.eta`` (None: now), and return its handle. A
+      task the application named (``task.named``) whose name is queued, or
+      finished within the backend's tombstone period, raises
+      :class:`~gaeservices.exceptions.TaskAlreadyExistsError`.
+      ``task.retry_options`` and ``task.transactional`` are honoured, or refused
+      with :class:`~gaeservices.exceptions.UnsupportedTaskOptionError` -- never
+      ignored. ``defer`` names every task (``task.name``) and signs the body for
+      that name and queue, unless the backend sets ``assigns_names = True`` (App
+      Engine, which must name transactional tasks itself).
+    - **deliver** each due task, in a worker, to
+      ``DeferredApp.execute(body, TaskContext(name, queue, execution_count, eta))``
+      (or POST the body to the endpoint with ``X-AppEngine-TaskName``,
+      ``X-AppEngine-QueueName`` and ``X-AppEngine-TaskRetryCount``). The name and
+      queue must be the task's own: the body is signed for them, and the endpoint
+      refuses it under any other. ``execution_count`` is 1 on the first delivery.
+    - **act on the result** (:class:`~gaeservices.tasks.result.TaskResult`):
+      ``result.done`` (success or permanent failure) means never deliver it again,
+      recording a permanent failure as failed with ``result.error``; ``refused``
+      cannot get better either (keep it as failed); otherwise retry after
+      ``RetryOptions.backoff`` until ``RetryOptions.gives_up``, then keep it as
+      failed (dead).
+    - **lose nothing**: a worker that dies mid-task must leave the task to be
+      delivered again (acknowledge after the result, not before).
+
+    Optional attributes: ``payload_lifetime`` (seconds after its ETA a body stays
+    valid; default :data:`gaeservices.tasks.payload.DEFAULT_LIFETIME`, 30 days) and
+    ``assigns_names``.
+    """
 
     @property
     def max_payload(self) -> int | None:
-        """Bytes of signed body above which ``defer`` moves the payload to the store
-        and queues a signed reference instead; None for no limit."""
+        """Bytes of pickled call above which ``defer`` moves it to the store and
+        queues a signed reference instead; None for no limit. The endpoint reads
+        at most this plus :data:`~gaeservices.tasks.payload.MAX_ENVELOPE` before
+        it checks a body's signature."""
 
     @property
     def codec(self) -> PayloadCodec:
