@@ -18,7 +18,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["gaeservices", "gaeservices.*"]),
-    install_requires=["WebOb>=1.8", "itsdangerous>=2.1", "pymemcache>=4.0"],
+    install_requires=["WebOb>=1.8", "itsdangerous>=2.1", "pymemcache>=4.0,<4.1"],
     extras_require={
         "appengine": APPENGINE,
         "sql": SQL,

@@ -178,8 +178,8 @@ _SQL_OPTIONS = frozenset({"busy_timeout_ms", "pool_size", "max_overflow", "table
 
 # Option values are checked here, with the URL, so that a typo in one fails when
 # Services is built rather than when the backend is first used. A check raises
-# ValueError with what it expects; ranges a backend enforces itself (a positive
-# default_timeout, the App Engine item limit) are left to the backend.
+# ValueError with what it expects; the App Engine item limit, which depends on
+# the SDK, is left to the backend.
 
 
 def _number(text: str) -> float:
@@ -208,13 +208,21 @@ def _positive_seconds(text: str) -> None:
 
 
 def _timeout(text: str) -> None:
-    if text.lower() not in ("none", "never"):
-        _number(text)
+    if text.lower() not in ("", "none", "never") and _number(text) <= 0:
+        raise ValueError("is not a number of seconds > 0, or none")
 
 
 def _size(text: str) -> None:
-    if not re.fullmatch(r"\s*\d+\s*[kKmMgG]?[bB]?\s*", text):
+    match = re.fullmatch(r"\s*(\d+)\s*[kKmMgG]?[bB]?\s*", text)
+    if not match or int(match.group(1)) == 0:
         raise ValueError("is not a size such as 1048576 or 1m")
+
+
+def _key_prefix(text: str) -> None:
+    # What a cache key prefix may hold: memcached's key characters, less the
+    # backtick that marks digested keys (gaeservices.cache.api).
+    if not re.fullmatch(r"[!-_a-~]*", text) or len(text) > 209:
+        raise ValueError("is not printable ASCII without spaces or backticks, of at most 209 characters")
 
 
 _OPTION_CHECKS: dict[str, Callable[[str], Any]] = {
@@ -229,6 +237,7 @@ _OPTION_CHECKS: dict[str, Callable[[str], Any]] = {
     "tombstone": _seconds,
     "lease": _positive_seconds,
     "default_timeout": _timeout,
+    "key_prefix": _key_prefix,
     "max_item_size": _size,
     "max_bytes": _size,
 }

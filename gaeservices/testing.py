@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -39,7 +40,14 @@ class MemcachedServer:
     """A memcached process on a free loopback port.
 
     ``stop()`` kills it (as a crash would) and ``start()`` brings it back on the
-    same port, which is what fault-tolerance tests need.
+    same port, empty; ``pause()`` and ``resume()`` stop and continue the process
+    (SIGSTOP, SIGCONT), as a stalled server would: connections are still
+    accepted, commands wait, and run when it resumes. That is what
+    fault-tolerance tests need.
+
+    A :class:`~gaeservices.cache.memcache.MemcacheCache` that saw the server
+    fail leaves it alone for its ``retry_delay``; after ``start()`` or
+    ``resume()`` call the cache's ``retry_now()`` to have it used at once.
     """
 
     def __init__(
@@ -90,6 +98,16 @@ class MemcachedServer:
             self.stop()
             raise
         return self
+
+    def pause(self) -> None:
+        """Stop the process (SIGSTOP) without ending it: a stall."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Continue a paused process (SIGCONT)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process is not None:

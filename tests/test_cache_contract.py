@@ -509,3 +509,25 @@ def test_clear(make_cache):
     other.set("b", 2)
     cache.clear()
     assert cache.get("a") is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "memory://?key_prefix=has%20space",
+        "memory://?key_prefix=back`tick",
+        "memcache://127.0.0.1:11211?key_prefix=" + "x" * 210,
+        "memory://?default_timeout=0",
+        "memcache://127.0.0.1:11211?default_timeout=-5",
+        "memory://?max_bytes=0",
+        "memory://?max_item_size=0",
+        "memcache://127.0.0.1:11211?timeout=soon",
+        "appengine://?default_timeout=never-ever",
+    ],
+)
+def test_an_option_error_fails_when_services_is_built(url):
+    from gaeservices.config import Services
+    from gaeservices.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="GAESERVICES_CACHE"):
+        Services(cache=url, secret_key="k-signing-key-for-the-test-suite", environ={})

@@ -143,6 +143,11 @@ class Cache:
     """
 
     max_item_size: int
+    #: Whether every process that builds this cache from the same URL sees the
+    #: same items (memcached, App Engine memcache), or each process has its own
+    #: (the in-process ``memory://``). A cache that is not shared never stands
+    #: in for shared state: sessions read the store through it.
+    shared: bool = False
 
     def __init__(
         self,
@@ -252,6 +257,19 @@ class Cache:
     def delete(self, key: str) -> bool:
         """Remove ``key``; True if it held something."""
         raise NotImplementedError
+
+    def set_confirmed(
+        self, key: str, value: Any, *, timeout: float | None = DEFAULT_TIMEOUT, wait: float = 0.0
+    ) -> bool:
+        """Store ``value`` under ``key`` for a write that must not be skipped.
+
+        Unlike :meth:`set`, a server in its retry delay is tried anyway, and a
+        write that fails is tried again until ``wait`` seconds have passed.
+        True once the cache has confirmed the write, or knows that nothing it
+        held survived (memcached: the connection was refused, no server runs
+        there); False when it could not be confirmed.
+        """
+        return self.set(key, value, timeout=timeout)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The stored values of ``keys``, as a dict of the keys that were found."""

@@ -43,6 +43,8 @@ class _Token:
 class AppEngineCache(Cache):
     """App Engine's memcache service."""
 
+    shared = True  # every instance of the application sees the same memcache
+
     def __init__(
         self,
         *,

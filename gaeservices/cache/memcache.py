@@ -1,22 +1,30 @@
 """``memcache://host:port[,host:port...]``: memcached through pymemcache.
 
-One server is reached through a pool of :class:`pymemcache.Client` connections
-shared by threads (:class:`ServerPool`); several through a
-:class:`pymemcache.HashClient` of pooled clients, which picks each key's server by
-rendezvous hashing, so ``gets``/``cas`` and ``incr`` always reach the server that
-holds the key.
+Each server is reached through a pool of connections shared by threads
+(:class:`ServerPool`). With several servers, each key goes to the server that
+pymemcache's rendezvous hash picks for it, hashed exactly as
+:class:`pymemcache.client.hash.HashClient` (and so Django's ``PyMemcacheCache``)
+hashes the same key on the same server list: a cluster can be shared with them,
+or an application moved from one to the other, without losing its keys.
 
 A dead server does not take the application down. The first failed call logs a
 warning; from then until ``retry_delay`` seconds have passed, calls on that
 server do not touch the network: reads are misses, writes return False,
-``incr`` returns None. Then one call tries the server again. Keys are never
-moved to another server while theirs is down, so nothing stale is served when
-it comes back. At most one warning is logged per server and retry period.
+``incr`` returns None. Then one call tries the server again
+(:meth:`MemcacheCache.retry_now` ends the delay at once). Keys are never moved
+to another server while theirs is down, so nothing stale is served when it
+comes back. At most one warning is logged per server and retry period. A reply
+that is not memcached's (something else listens on the port) is a server fault
+like a dead server, never an error of the caller's.
 
 URL options: ``connect_timeout`` and ``timeout`` (seconds, default 1),
 ``retry_delay`` (seconds, default 10), ``max_pool_size`` (idle connections
-kept to a single server; unbounded by default), ``max_item_size`` (match the server's ``-I``;
+kept to each server; unbounded by default), ``max_item_size`` (match the server's ``-I``;
 default 1m), ``key_prefix``, ``default_timeout``.
+
+pymemcache's connection set-up is used through two of its private members,
+``Client._connect`` and ``Client.sock``: the version range is bounded in
+``setup.py`` and ``tests/test_cache_memcache.py`` fails if either moves.
 """
 
 from __future__ import annotations
@@ -28,9 +36,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pymemcache.client.base import Client
-from pymemcache.client.hash import HashClient
+from pymemcache.client.rendezvous import RendezvousHash
 from pymemcache.exceptions import (
     MemcacheClientError,
+    MemcacheError,
     MemcacheIllegalInputError,
     MemcacheServerError,
     MemcacheUnexpectedCloseError,
@@ -40,121 +49,54 @@ from pymemcache.exceptions import (
 from ..exceptions import CacheError, ConfigurationError, NotAnIntegerError, ValueTooLargeError
 from .api import DEFAULT_TIMEOUT, _MISSING, FLAG_BYTES, THIRTY_DAYS, Cache, common_options, decode
 
-__all__ = ["MemcacheCache"]
+__all__ = ["MemcacheCache", "ServerPool"]
 
 logger = logging.getLogger("gaeservices.cache")
 
-_NETWORK_ERRORS = (OSError, MemcacheUnexpectedCloseError)
+if not (callable(getattr(Client, "_connect", None)) and "sock" in Client.__init__.__code__.co_names):
+    raise ImportError(
+        "this pymemcache no longer has the Client._connect and Client.sock that "
+        "gaeservices' memcache backend relies on; install the version range setup.py names"
+    )
 
+
+class UnexpectedReply(MemcacheError):
+    """The server answered something memcached never does: not memcached, or out of step."""
+
+
+#: What a server's failure raises: network errors, a connection closed
+#: mid-reply, and replies that are not memcached's.
+_FAULTS = (OSError, MemcacheUnexpectedCloseError, MemcacheUnknownCommandError, UnexpectedReply)
 
 _READ = 65536
 _END = b"\r\nEND\r\n"
 _STORED = {b"STORED\r\n": True, b"NOT_STORED\r\n": False, b"EXISTS\r\n": False, b"NOT_FOUND\r\n": None}
+_DELETED = {b"DELETED": True, b"NOT_FOUND": False}
+_TOUCHED = {b"TOUCHED": True, b"NOT_FOUND": False}
+_OK = {b"OK": True}
 
 
-class _Client(Client):
-    """A pymemcache client for keys that :meth:`Cache._key` has already made valid,
-    with lean single-key ``get``/``gets`` and storage commands.
+def _raise_reply(reply: bytes) -> None:
+    line = reply.split(b"\r\n", 1)[0].decode("ascii", "replace")
+    if line.startswith("SERVER_ERROR"):
+        raise MemcacheServerError(line[13:])
+    if line.startswith("CLIENT_ERROR"):
+        raise MemcacheClientError(line[13:])
+    if line == "ERROR":
+        raise MemcacheUnknownCommandError(line)
+    raise UnexpectedReply(f"unexpected reply from memcached: {line[:80]!r}")
 
-    pymemcache's general command machinery (multi-key parsing, per-line reads,
-    serializer dispatch) costs about 40% of a loopback round trip. Single-key
-    reads and writes are nearly all of a cache's and a session's traffic, so
-    they are written here as one ``sendall`` and as few ``recv`` calls as the
-    reply needs; connection set-up, timeouts, multi-key and every other command
-    stay pymemcache's. Any error closes the connection, so a half-read reply
-    never leaks into the next command.
-    """
 
-    def check_key(self, key: Any, key_prefix: bytes) -> bytes:
-        return key
-
-    def get(self, key: bytes, default: Any = None) -> Any:
-        return self._fetch(key, default)[0]
-
-    def gets(self, key: bytes, default: Any = None, cas_default: Any = None) -> tuple[Any, Any]:
-        return self._fetch(key, default, cas_default)
-
-    def _fetch(self, key: bytes, default: Any, cas_default: Any = None) -> tuple[Any, Any]:
-        sock = self.sock
-        try:
-            if sock is None:
-                self._connect()
-                sock = self.sock
-            sock.sendall(b"gets " + key + b"\r\n")
-            buf = sock.recv(_READ)
-            if buf == b"END\r\n":
-                return default, cas_default
-            eol = buf.find(b"\r\n")
-            while eol < 0:
-                chunk = sock.recv(_READ)
-                if not chunk:
-                    raise MemcacheUnexpectedCloseError()
-                buf += chunk
-                eol = buf.find(b"\r\n")
-            if buf[:6] != b"VALUE ":
-                if buf == b"END\r\n":
-                    return default, cas_default
-                _raise_reply(buf)
-            _, _, flags, size, cas = buf[:eol].split()
-            start = eol + 2
-            end = start + int(size)
-            if len(buf) < end + 7:
-                buf = _read_rest(sock, buf, end + 7)
-            if len(buf) != end + 7 or buf[end:] != _END:
-                raise MemcacheUnexpectedCloseError()
-        except BaseException:
-            self.close()
-            raise
-        if flags == b"0":
-            return buf[start:end], cas
-        return decode(buf[start:end], int(flags)), cas
-
-    def _store(self, command: bytes, key: bytes, value: tuple[bytes, int], expire: int, tail: bytes = b"") -> Any:
-        data, flags = value
-        sock = self.sock
-        try:
-            if sock is None:
-                self._connect()
-                sock = self.sock
-            sock.sendall(b"%s %s %d %d %d%s\r\n%s\r\n" % (command, key, flags, expire, len(data), tail, data))
-            reply = sock.recv(_READ)
-            while reply[-2:] != b"\r\n":
-                chunk = sock.recv(_READ)
-                if not chunk:
-                    raise MemcacheUnexpectedCloseError()
-                reply += chunk
-            result = _STORED.get(reply, _MISSING)
-            if result is _MISSING:
-                _raise_reply(reply)
-        except BaseException:
-            self.close()
-            raise
-        return result
-
-    def set(self, key: bytes, value: Any, expire: int = 0, noreply: Any = None, flags: Any = None) -> Any:
-        if noreply or flags is not None:
-            return super().set(key, value, expire, noreply, flags)
-        return self._store(b"set", key, value, expire)
-
-    def add(self, key: bytes, value: Any, expire: int = 0, noreply: Any = None, flags: Any = None) -> Any:
-        if noreply or flags is not None:
-            return super().add(key, value, expire, noreply, flags)
-        return self._store(b"add", key, value, expire)
-
-    def replace(self, key: bytes, value: Any, expire: int = 0, noreply: Any = None, flags: Any = None) -> Any:
-        if noreply or flags is not None:
-            return super().replace(key, value, expire, noreply, flags)
-        return self._store(b"replace", key, value, expire)
-
-    def cas(
-        self, key: bytes, value: Any, cas: Any, expire: int = 0, noreply: Any = False, flags: Any = None
-    ) -> Any:
-        if noreply or flags is not None:
-            return super().cas(key, value, cas, expire, noreply, flags)
-        token = cas if type(cas) is bytes else str(cas).encode("ascii")
-        if not token.isdigit():  # a token goes on the command line: digits only
-            raise MemcacheIllegalInputError(f"cas token must be digits, not {cas!r}")
-        return self._store(b"cas", key, value, expire, b" " + token)
+def _read_line(sock: Any, buf: bytes) -> tuple[bytes, bytes]:
+    """The next reply line (without CRLF) and what follows it."""
+    eol = buf.find(b"\r\n")
+    while eol < 0:
+        chunk = sock.recv(_READ)
+        if not chunk:
+            raise MemcacheUnexpectedCloseError()
+        buf += chunk
+        eol = buf.find(b"\r\n")
+    return buf[:eol], buf[eol + 2 :]
 
 
 def _read_rest(sock: Any, head: bytes, need: int) -> bytes:
@@ -171,32 +113,188 @@ def _read_rest(sock: Any, head: bytes, need: int) -> bytes:
     return bytes(buffer)
 
 
-def _raise_reply(reply: bytes) -> None:
-    line = reply.split(b"\r\n", 1)[0].decode("ascii", "replace")
-    if line.startswith("SERVER_ERROR"):
-        raise MemcacheServerError(line[13:])
-    if line.startswith("CLIENT_ERROR"):
-        raise MemcacheClientError(line[13:])
-    if line.startswith("ERROR"):
-        raise MemcacheUnknownCommandError(line)
-    raise MemcacheUnexpectedCloseError(f"unexpected reply from memcached: {line[:80]!r}")
+class _Client(Client):
+    """One connection to one server, for keys :meth:`Cache._key` has made valid.
 
+    pymemcache's general command machinery (per-line reads, serializer
+    dispatch, key checks) costs about 40% of a loopback round trip; here each
+    command is one ``sendall`` and as few ``recv`` calls as the reply needs.
+    pymemcache's ``Client`` still sets the connection up (timeouts, keepalive,
+    TLS): ``_connect()`` and ``sock`` are the two private members used. A reply
+    that is not one the command can get raises :class:`UnexpectedReply`, and
+    any error closes the connection, so a half-read reply never reaches the
+    next command.
+    """
 
-class _Serde:
-    """Values reach pymemcache already encoded by :meth:`Cache._encode`."""
+    def _socket(self) -> Any:
+        sock = self.sock
+        if sock is None:
+            self._connect()
+            sock = self.sock
+        return sock
 
-    __slots__ = ()
+    def _fetch(self, key: bytes, default: Any, cas_default: Any = None) -> tuple[Any, Any]:
+        try:
+            sock = self._socket()
+            sock.sendall(b"gets " + key + b"\r\n")
+            buf = sock.recv(_READ)
+            if buf == b"END\r\n":
+                return default, cas_default
+            eol = buf.find(b"\r\n")
+            while eol < 0:
+                chunk = sock.recv(_READ)
+                if not chunk:
+                    raise MemcacheUnexpectedCloseError()
+                buf += chunk
+                eol = buf.find(b"\r\n")
+            if buf[:6] != b"VALUE ":
+                if buf == b"END\r\n":
+                    return default, cas_default
+                _raise_reply(buf)
+            try:
+                _, _, flags, size, cas = buf[:eol].split()
+                start = eol + 2
+                end = start + int(size)
+            except ValueError:
+                raise UnexpectedReply(f"malformed VALUE line {buf[:80]!r}") from None
+            if len(buf) < end + 7:
+                buf = _read_rest(sock, buf, end + 7)
+            if len(buf) != end + 7 or buf[end:] != _END:
+                raise UnexpectedReply("a value's reply did not end as memcached's do")
+        except BaseException:
+            self.close()
+            raise
+        if flags == b"0":
+            return buf[start:end], cas
+        return decode(buf[start:end], int(flags)), cas
 
-    @staticmethod
-    def serialize(key: bytes, value: tuple[bytes, int]) -> tuple[bytes, int]:
-        return value
+    def _fetch_many(self, keys: list[bytes]) -> dict[bytes, Any]:
+        found: dict[bytes, Any] = {}
+        asked = set(keys)
+        try:
+            sock = self._socket()
+            sock.sendall(b"get " + b" ".join(keys) + b"\r\n")
+            buf = b""
+            while True:
+                line, buf = _read_line(sock, buf)
+                if line == b"END":
+                    break
+                if line[:6] != b"VALUE ":
+                    _raise_reply(line)
+                try:
+                    _, key, flags, size = line.split()
+                    need = int(size) + 2
+                except ValueError:
+                    raise UnexpectedReply(f"malformed VALUE line {line[:80]!r}") from None
+                if len(buf) < need:
+                    buf = _read_rest(sock, buf, need)
+                if buf[need - 2 : need] != b"\r\n" or key not in asked or key in found:
+                    raise UnexpectedReply("a value's reply is not one memcached gives to this get")
+                found[key] = (buf[: need - 2], int(flags))
+                buf = buf[need:]
+            if buf:
+                raise UnexpectedReply("memcached sent more than it was asked for")
+        except BaseException:
+            self.close()
+            raise
+        return {key: decode(data, flags) for key, (data, flags) in found.items()}
 
-    @staticmethod
-    def deserialize(key: Any, data: bytes, flags: int) -> Any:
-        return decode(data, flags)
+    def _store(self, command: bytes, key: bytes, value: tuple[bytes, int], expire: int, tail: bytes = b"") -> Any:
+        data, flags = value
+        try:
+            sock = self._socket()
+            sock.sendall(b"%s %s %d %d %d%s\r\n%s\r\n" % (command, key, flags, expire, len(data), tail, data))
+            reply = sock.recv(_READ)
+            while reply[-2:] != b"\r\n":
+                chunk = sock.recv(_READ)
+                if not chunk:
+                    raise MemcacheUnexpectedCloseError()
+                reply += chunk
+            result = _STORED.get(reply, _MISSING)
+            if result is _MISSING:
+                _raise_reply(reply)
+        except BaseException:
+            self.close()
+            raise
+        return result
 
+    def _cas(self, key: bytes, value: tuple[bytes, int], token: Any, expire: int) -> Any:
+        token = token if type(token) is bytes else str(token).encode("ascii")
+        if not token.isdigit():  # a token goes on the command line: digits only
+            raise MemcacheIllegalInputError(f"cas token must be digits, not {token!r}")
+        return self._store(b"cas", key, value, expire, b" " + token)
 
-_SERDE = _Serde()
+    def _store_many(self, values: dict[bytes, tuple[bytes, int]], expire: int) -> list[bytes]:
+        """Set every item in one pipelined write; the keys that were not stored."""
+        commands = [
+            b"set %s %d %d %d\r\n%s\r\n" % (key, flags, expire, len(data), data)
+            for key, (data, flags) in values.items()
+        ]
+        failed = []
+        try:
+            sock = self._socket()
+            sock.sendall(b"".join(commands))
+            buf = b""
+            for key in values:
+                line, buf = _read_line(sock, buf)
+                if line != b"STORED":
+                    if line == b"NOT_STORED":
+                        failed.append(key)
+                    else:
+                        _raise_reply(line)
+        except BaseException:
+            self.close()
+            raise
+        return failed
+
+    def _command(self, command: bytes, replies: dict[bytes, Any]) -> Any:
+        """Send one command line; its one-line reply, mapped by ``replies``."""
+        try:
+            sock = self._socket()
+            sock.sendall(command)
+            line, rest = _read_line(sock, b"")
+            result = replies.get(line, _MISSING)
+            if result is _MISSING or rest:
+                _raise_reply(line if result is _MISSING else rest)
+        except BaseException:
+            self.close()
+            raise
+        return result
+
+    def _commands(self, commands: list[bytes], replies: dict[bytes, Any]) -> list[Any]:
+        """Pipelined one-line commands; their replies, in order."""
+        results = []
+        try:
+            sock = self._socket()
+            sock.sendall(b"".join(commands))
+            buf = b""
+            for _ in commands:
+                line, buf = _read_line(sock, buf)
+                result = replies.get(line, _MISSING)
+                if result is _MISSING:
+                    _raise_reply(line)
+                results.append(result)
+        except BaseException:
+            self.close()
+            raise
+        return results
+
+    def _offset(self, command: bytes, key: bytes, delta: int) -> int | None:
+        try:
+            sock = self._socket()
+            sock.sendall(b"%s %s %d\r\n" % (command, key, delta))
+            line, rest = _read_line(sock, b"")
+            if rest:
+                raise UnexpectedReply("memcached sent more than it was asked for")
+            if line == b"NOT_FOUND":
+                return None
+            digits = line.rstrip(b" ")
+            if not digits.isdigit():
+                _raise_reply(line)
+            return int(digits)
+        except BaseException:
+            self.close()
+            raise
 
 
 class ServerPool:
@@ -206,18 +304,29 @@ class ServerPool:
     and a linear search of the used connections, which costs a fifth of a
     loopback ``get``. Here a list of idle clients is enough: ``pop`` and
     ``append`` are atomic, so threads never share a connection, and a
-    connection that raised is dropped rather than reused.
+    connection that raised is dropped rather than reused. The pool also
+    remembers when its server failed (``down_until``), so that a dead server
+    costs nothing until its retry delay is over.
     """
 
-    __slots__ = ("server", "_options", "_idle", "max_idle")
+    __slots__ = ("server", "address", "_options", "_idle", "max_idle", "down_until", "warned_until")
 
     def __init__(self, server: tuple[str, int], *, max_idle: int | None = None, **options: Any) -> None:
         self.server = server
+        self.address = "%s:%s" % server  # also its node name in the rendezvous hash
         self._options = options
-        self._idle: list[Client] = []
+        self._idle: list[_Client] = []
         self.max_idle = max_idle
+        self.down_until = 0.0
+        self.warned_until = 0.0
 
-    def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+    def is_down(self) -> bool:
+        if time.monotonic() < self.down_until:
+            return True
+        self.down_until = 0.0  # the delay is over: let this call try the server
+        return False
+
+    def call(self, method: Callable[..., Any], *args: Any) -> Any:
         """Run ``method`` (a :class:`_Client` function) on a borrowed connection.
 
         A connection that raised is closed and dropped, never reused: a reply
@@ -239,56 +348,21 @@ class ServerPool:
             client.close()
         return result
 
-    def get(self, key: bytes, default: Any) -> Any:
-        return self._call(_Client._fetch, key, default)[0]
-
-    def gets(self, key: bytes) -> tuple[Any, Any]:
-        return self._call(_Client._fetch, key, None, None)
-
-    def set(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool | None:
-        return self._call(_Client._store, b"set", key, value, expire)
-
-    def add(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool:
-        return self._call(_Client._store, b"add", key, value, expire)
-
-    def replace(self, key: bytes, value: tuple[bytes, int], expire: int) -> bool:
-        return self._call(_Client._store, b"replace", key, value, expire)
-
-    def cas(self, key: bytes, value: tuple[bytes, int], token: Any, expire: int) -> bool | None:
-        return self._call(_Client.cas, key, value, token, expire)
-
-    def get_many(self, keys: list[bytes]) -> dict[bytes, Any]:
-        return self._call(_Client.get_many, keys)
-
-    def set_many(self, values: dict[bytes, tuple[bytes, int]], expire: int) -> list[bytes]:
-        return self._call(_Client.set_many, values, expire)
-
-    def delete(self, key: bytes, noreply: bool = False) -> bool:
-        return self._call(_Client.delete, key, noreply)
-
-    def delete_many(self, keys: list[bytes], noreply: bool = False) -> bool:
-        return self._call(_Client.delete_many, keys, noreply)
-
-    def touch(self, key: bytes, expire: int, noreply: bool = False) -> bool:
-        return self._call(_Client.touch, key, expire, noreply)
-
-    def incr(self, key: bytes, delta: int) -> int | None:
-        return self._call(_Client.incr, key, delta)
-
-    def decr(self, key: bytes, delta: int) -> int | None:
-        return self._call(_Client.decr, key, delta)
-
-    def flush_all(self, noreply: bool = False) -> bool:
-        return self._call(_Client.flush_all, 0, noreply)
-
     def close(self) -> None:
         idle, self._idle = self._idle, []
         for client in idle:
             client.close()
 
 
+_fetch = _Client._fetch
+_store = _Client._store
+_PLACED_MAX = 4096
+
+
 class MemcacheCache(Cache):
     """memcached on one or several servers (``host:port`` strings or tuples)."""
+
+    shared = True
 
     def __init__(
         self,
@@ -311,34 +385,14 @@ class MemcacheCache(Cache):
         self.retry_delay = float(retry_delay)
         # TCP_NODELAY stays off: on loopback it measured no different (replies are
         # read before the next command is sent, so Nagle never holds one back).
-        options: dict[str, Any] = dict(
-            serde=_SERDE,
-            connect_timeout=connect_timeout,
-            timeout=timeout,
-            default_noreply=False,  # a set that failed must say so
-        )
-        self._single = len(self.servers) == 1
-        if self._single:
-            client: Any = ServerPool(self.servers[0], max_idle=max_pool_size, **options)
-        else:
-            client = HashClient(
-                self.servers,
-                use_pooling=True,
-                # Never take a server out of the ring: its keys would move to
-                # another server and be stale when it returns. While it is
-                # failing, HashClient answers for it without the network.
-                retry_attempts=2**62,
-                retry_timeout=self.retry_delay,
-                ignore_exc=False,
-                **options,
-            )
-            client.client_class = _Client
-            for pooled in client.clients.values():
-                pooled.client_class = _Client
-        self._client = client
-        # Single server only: when it failed, and so when to try it again.
-        self._down_until = 0.0
-        self._warned_until: dict[str, float] = {}
+        options: dict[str, Any] = dict(connect_timeout=connect_timeout, timeout=timeout)
+        self._pools = [ServerPool(server, max_idle=max_pool_size, **options) for server in self.servers]
+        self._single: ServerPool | None = self._pools[0] if len(self._pools) == 1 else None
+        self._by_node = {pool.address: pool for pool in self._pools}
+        # pymemcache's own hash, over the same node names HashClient gives the
+        # same servers ("host:port"), so keys are placed where it places them.
+        self._hasher = RendezvousHash(nodes=[pool.address for pool in self._pools])
+        self._placed: dict[bytes, ServerPool] = {}
         self._warn_lock = threading.Lock()
 
     @classmethod
@@ -358,31 +412,50 @@ class MemcacheCache(Cache):
                     raise ConfigurationError(f"{url!r}: {name}={text!r} is not a number") from None
         return cls([(host, port) for host, port in url.hosts], **options)
 
-    # -- failure handling ----------------------------------------------------
+    # -- placement and failure handling ------------------------------------
 
-    def _is_down(self) -> bool:
-        if time.monotonic() < self._down_until:
-            return True
-        self._down_until = 0.0  # the delay is over: let this call try the server
-        return False
+    def _pool(self, server_key: bytes) -> ServerPool:
+        """The server that holds ``server_key``."""
+        single = self._single
+        if single is not None:
+            return single
+        pool = self._placed.get(server_key)
+        if pool is None:
+            # HashClient hashes the key it is given; Django gives it str keys.
+            # Hashing the bytes would hash their repr, b'...', and place every
+            # key where no other client looks for it.
+            pool = self._by_node[self._hasher.get_node(server_key.decode("ascii"))]
+            if len(self._placed) >= _PLACED_MAX:
+                self._placed.clear()
+            self._placed[server_key] = pool
+        return pool
 
-    def _failed(self, exc: BaseException, key: bytes | None = None) -> None:
-        """A network failure: remember it (one server) and warn once per retry period."""
+    def server_of(self, key: str) -> str:
+        """The ``host:port`` of the server that holds ``key``."""
+        return self._pool(self._key(key)).address
+
+    def retry_now(self) -> None:
+        """End every server's retry delay: the next call tries them again.
+
+        For tests that restart a memcached and want the cache to use it at once
+        (:class:`gaeservices.testing.MemcachedServer`), and for operators who
+        know a server is back.
+        """
+        for pool in self._pools:
+            pool.down_until = 0.0
+            pool.warned_until = 0.0
+
+    def _failed(self, pool: ServerPool, exc: BaseException) -> None:
+        """A server fault: leave the server alone for ``retry_delay``, warn once per period."""
         now = time.monotonic()
-        if self._single:
-            self._down_until = now + self.retry_delay
-            server = "%s:%s" % self.servers[0]
-        elif key is not None:
-            server = self._client.hasher.get_node(key)
-        else:
-            server = ",".join("%s:%s" % s for s in self.servers)
+        pool.down_until = now + self.retry_delay
         with self._warn_lock:
-            if now < self._warned_until.get(server, 0.0):
+            if now < pool.warned_until:
                 return
-            self._warned_until[server] = now + self.retry_delay
+            pool.warned_until = now + self.retry_delay
         logger.warning(
             "memcached at %s failed (%s: %s); treating it as empty and retrying in %gs",
-            server,
+            pool.address,
             type(exc).__name__,
             exc,
             self.retry_delay,
@@ -409,65 +482,104 @@ class MemcacheCache(Cache):
             return encoded, timeout
         return encoded, self._expire(timeout)
 
+    def _by_pool(self, server_keys: Iterable[bytes]) -> dict[ServerPool, list[bytes]]:
+        groups: dict[ServerPool, list[bytes]] = {}
+        for server_key in server_keys:
+            groups.setdefault(self._pool(server_key), []).append(server_key)
+        return groups
+
     # -- the API -------------------------------------------------------------
 
     def get(self, key: str, default: Any = None) -> Any:
-        key = self._key(key)
-        if self._down_until and self._is_down():
+        server_key = self._key(key)
+        pool = self._pool(server_key)
+        if pool.down_until and pool.is_down():
             return default
         try:
-            value = self._client.get(key, _MISSING)
-        except _NETWORK_ERRORS as exc:
-            self._failed(exc, key)
+            value = pool.call(_fetch, server_key, _MISSING)[0]
+        except _FAULTS as exc:
+            self._failed(pool, exc)
             return default
         return default if value is _MISSING else value
 
-    def _store(self, command: str, key: str, value: Any, timeout: Any) -> bool:
+    def _store(self, command: bytes, key: str, value: Any, timeout: Any) -> bool:
         server_key = self._key(key)
         encoded, expire = self._prepare(value, timeout)
-        if self._down_until and self._is_down():
+        pool = self._pool(server_key)
+        if pool.down_until and pool.is_down():
             return False
         try:
-            return bool(getattr(self._client, command)(server_key, encoded, expire))
-        except _NETWORK_ERRORS as exc:
-            self._failed(exc, server_key)
+            return bool(pool.call(_store, command, server_key, encoded, expire))
+        except _FAULTS as exc:
+            self._failed(pool, exc)
             return False
         except MemcacheServerError as exc:
             return self._refused(exc, len(encoded[0]))
 
     def set(self, key: str, value: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
-        return self._store("set", key, value, timeout)
+        return self._store(b"set", key, value, timeout)
 
     def add(self, key: str, value: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
-        return self._store("add", key, value, timeout)
+        return self._store(b"add", key, value, timeout)
 
     def replace(self, key: str, value: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
-        return self._store("replace", key, value, timeout)
+        return self._store(b"replace", key, value, timeout)
+
+    def set_confirmed(self, key: str, value: Any, *, timeout: Any = DEFAULT_TIMEOUT, wait: float = 0.0) -> bool:
+        """:meth:`Cache.set_confirmed`: the server is tried even inside its retry
+        delay, and again until ``wait`` seconds have passed. A refused connection
+        means no memcached runs there: nothing it held survives, so the value
+        cannot be contradicted, and that counts as confirmed."""
+        server_key = self._key(key)
+        encoded, expire = self._prepare(value, timeout)
+        pool = self._pool(server_key)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                if pool.call(_store, b"set", server_key, encoded, expire):
+                    pool.down_until = 0.0
+                    return True
+            except ConnectionRefusedError as exc:
+                self._failed(pool, exc)
+                return True
+            except _FAULTS as exc:
+                self._failed(pool, exc)
+            except MemcacheServerError as exc:
+                self._refused(exc, len(encoded[0]))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(0.05, left))
 
     def delete(self, key: str) -> bool:
         server_key = self._key(key)
-        if self._down_until and self._is_down():
+        pool = self._pool(server_key)
+        if pool.down_until and pool.is_down():
             return False
         try:
-            return bool(self._client.delete(server_key, noreply=False))
-        except _NETWORK_ERRORS as exc:
-            self._failed(exc, server_key)
+            return bool(pool.call(_Client._command, b"delete " + server_key + b"\r\n", _DELETED))
+        except _FAULTS as exc:
+            self._failed(pool, exc)
             return False
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        server_keys = {self._key(key): key for key in keys}
-        if not server_keys or (self._down_until and self._is_down()):
-            return {}
-        try:
-            found = self._client.get_many(list(server_keys))
-        except _NETWORK_ERRORS as exc:
-            self._failed(exc)
-            return {}
-        return {server_keys[key]: value for key, value in found.items()}
+        originals = {self._key(key): key for key in keys}
+        found: dict[str, Any] = {}
+        for pool, server_keys in self._by_pool(originals).items():
+            if pool.down_until and pool.is_down():
+                continue
+            try:
+                values = pool.call(_Client._fetch_many, server_keys)
+            except _FAULTS as exc:
+                self._failed(pool, exc)
+                continue
+            for server_key, value in values.items():
+                found[originals[server_key]] = value
+        return found
 
     def set_many(self, mapping: Mapping[str, Any], *, timeout: Any = DEFAULT_TIMEOUT) -> list[str]:
         # Everything is encoded (and size-checked) before anything is sent.
-        encoded = {}
+        encoded: dict[bytes, tuple[bytes, int]] = {}
         originals = {}
         for key, value in mapping.items():
             server_key = self._key(key)
@@ -476,51 +588,57 @@ class MemcacheCache(Cache):
         if not encoded:
             return []
         expire = self._expire(timeout)
-        if self._down_until and self._is_down():
-            return list(mapping)
-        try:
-            failed = self._client.set_many(encoded, expire)
-        except _NETWORK_ERRORS as exc:
-            self._failed(exc)
-            return list(mapping)
-        except MemcacheServerError as exc:
-            self._refused(exc, max(len(data) for data, _ in encoded.values()))
-            return list(mapping)
-        return [originals[key] for key in failed]
+        failed: list[str] = []
+        for pool, server_keys in self._by_pool(encoded).items():
+            if pool.down_until and pool.is_down():
+                failed += [originals[k] for k in server_keys]
+                continue
+            try:
+                refused = pool.call(_Client._store_many, {k: encoded[k] for k in server_keys}, expire)
+            except _FAULTS as exc:
+                self._failed(pool, exc)
+                failed += [originals[k] for k in server_keys]
+                continue
+            except MemcacheServerError as exc:
+                self._refused(exc, max(len(encoded[k][0]) for k in server_keys))
+                failed += [originals[k] for k in server_keys]
+                continue
+            failed += [originals[k] for k in refused]
+        return failed
 
     def delete_many(self, keys: Iterable[str]) -> None:
-        server_keys = [self._key(key) for key in keys]
-        if not server_keys or (self._down_until and self._is_down()):
-            return
-        try:
-            self._client.delete_many(server_keys, noreply=False)
-        except _NETWORK_ERRORS as exc:
-            self._failed(exc)
+        for pool, server_keys in self._by_pool(self._key(key) for key in keys).items():
+            if pool.down_until and pool.is_down():
+                continue
+            try:
+                pool.call(_Client._commands, [b"delete " + k + b"\r\n" for k in server_keys], _DELETED)
+            except _FAULTS as exc:
+                self._failed(pool, exc)
 
     def gets(self, key: str, default: Any = None) -> tuple[Any, Any]:
         server_key = self._key(key)
-        if self._down_until and self._is_down():
+        pool = self._pool(server_key)
+        if pool.down_until and pool.is_down():
             return default, None
         try:
-            result = self._client.gets(server_key)
-        except _NETWORK_ERRORS as exc:
-            self._failed(exc, server_key)
+            value, token = pool.call(_fetch, server_key, default)
+        except _FAULTS as exc:
+            self._failed(pool, exc)
             return default, None
-        if not result or result[1] is None:  # a miss, or a server in its retry delay
-            return default, None
-        return result
+        return value, token
 
     def cas(self, key: str, value: Any, token: Any, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
         if token is None:
             return False
         server_key = self._key(key)
         encoded, expire = self._prepare(value, timeout)
-        if self._down_until and self._is_down():
+        pool = self._pool(server_key)
+        if pool.down_until and pool.is_down():
             return False
         try:
-            return bool(self._client.cas(server_key, encoded, token, expire))
-        except _NETWORK_ERRORS as exc:
-            self._failed(exc, server_key)
+            return bool(pool.call(_Client._cas, server_key, encoded, token, expire))
+        except _FAULTS as exc:
+            self._failed(pool, exc)
             return False
         except MemcacheServerError as exc:
             return self._refused(exc, len(encoded[0]))
@@ -528,24 +646,24 @@ class MemcacheCache(Cache):
     def touch(self, key: str, *, timeout: Any = DEFAULT_TIMEOUT) -> bool:
         server_key = self._key(key)
         expire = self._expire(timeout)
-        if self._down_until and self._is_down():
+        pool = self._pool(server_key)
+        if pool.down_until and pool.is_down():
             return False
         try:
-            return bool(self._client.touch(server_key, expire, noreply=False))
-        except _NETWORK_ERRORS as exc:
-            self._failed(exc, server_key)
+            return bool(pool.call(_Client._command, b"touch %s %d\r\n" % (server_key, expire), _TOUCHED))
+        except _FAULTS as exc:
+            self._failed(pool, exc)
             return False
 
     def _incr(self, key: bytes, delta: int, decrement: bool) -> int | None:
-        if self._down_until and self._is_down():
+        pool = self._pool(key)
+        if pool.down_until and pool.is_down():
             return None
         try:
-            if decrement:
-                result = self._client.decr(key, delta)
-            else:
-                result = self._client.incr(key, delta)
-        except _NETWORK_ERRORS as exc:
-            self._failed(exc, key)
+            result: int | None = pool.call(_Client._offset, b"decr" if decrement else b"incr", key, delta)
+            return result
+        except _FAULTS as exc:
+            self._failed(pool, exc)
             return None
         except MemcacheClientError as exc:
             if "non-numeric" in str(exc):
@@ -553,22 +671,22 @@ class MemcacheCache(Cache):
                     "cannot increment or decrement a value that is not an unsigned integer"
                 ) from None
             raise CacheError(f"memcached refused incr/decr: {exc}") from exc
-        # HashClient answers False for a server in its retry delay.
-        return None if result is None or result is False else result
 
     def clear(self) -> None:
-        if self._down_until and self._is_down():
-            return
-        try:
-            self._client.flush_all(noreply=False)
-        except _NETWORK_ERRORS as exc:
-            self._failed(exc)
+        for pool in self._pools:
+            if pool.down_until and pool.is_down():
+                continue
+            try:
+                pool.call(_Client._command, b"flush_all\r\n", _OK)
+            except _FAULTS as exc:
+                self._failed(pool, exc)
 
     def close(self) -> None:
-        self._client.close()
+        for pool in self._pools:
+            pool.close()
 
     def __repr__(self) -> str:
-        servers = ",".join("%s:%s" % s for s in self.servers)
+        servers = ",".join(pool.address for pool in self._pools)
         return f"<MemcacheCache {servers} prefix={self.key_prefix!r}>"
 
 

@@ -39,6 +39,8 @@ _U64 = 2**64
 class MemoryCache(Cache):
     """An in-process LRU cache of at most ``max_bytes`` bytes of keys and values."""
 
+    shared = False  # each process has its own
+
     def __init__(
         self,
         *,
