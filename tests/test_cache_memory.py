@@ -67,8 +67,8 @@ def test_url_options(tmp_path, memcached):
         memcached.url + "?connect_timeout=0.2&timeout=0.3&retry_delay=5&max_pool_size=4&max_item_size=1m",
     ).cache
     assert mc.retry_delay == 5.0
-    assert mc._client._options["connect_timeout"] == 0.2 and mc._client._options["timeout"] == 0.3
-    assert mc._client.max_idle == 4
+    assert mc._pools[0]._options["connect_timeout"] == 0.2 and mc._pools[0]._options["timeout"] == 0.3
+    assert mc._pools[0].max_idle == 4
     assert mc.set("k", 1) and mc.get("k") == 1
     mc.close()
 
