@@ -157,6 +157,18 @@ def _nothing_else(url: BackendURL) -> None:
         raise ValueError("this backend takes no host or path")
 
 
+def _appengine_cache(url: BackendURL) -> None:
+    _nothing_else(url)
+    # The SDK's limit of 1,000,000 bytes, less the flag byte (gaeservices.cache.appengine).
+    size = url.options.get("max_item_size")
+    if size is not None:
+        _size(size)
+        from .cache.api import parse_size
+
+        if parse_size(url, "max_item_size", size) > 999_999:
+            raise ValueError("App Engine memcache stores values of at most 999999 bytes here")
+
+
 def _sqlite(url: BackendURL) -> None:
     if url.hosts:
         raise ValueError("sqlite URLs have no host: use sqlite:///relative.db or sqlite:////abs.db")
@@ -257,7 +269,7 @@ BACKENDS: dict[str, dict[str, Backend]] = {
             _CACHE_OPTIONS | {"connect_timeout", "timeout", "retry_delay", "max_pool_size"},
         ),
         "appengine": Backend(
-            "gaeservices.cache.appengine:AppEngineCache", "appengine://", _nothing_else, _CACHE_OPTIONS
+            "gaeservices.cache.appengine:AppEngineCache", "appengine://", _appengine_cache, _CACHE_OPTIONS
         ),
     },
     "store": {

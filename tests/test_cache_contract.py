@@ -531,3 +531,11 @@ def test_an_option_error_fails_when_services_is_built(url):
 
     with pytest.raises(ConfigurationError, match="GAESERVICES_CACHE"):
         Services(cache=url, secret_key="k-signing-key-for-the-test-suite", environ={})
+
+
+def test_an_app_engine_item_limit_beyond_the_sdk_fails_when_services_is_built():
+    from gaeservices.config import Services
+    from gaeservices.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="at most 999999 bytes"):
+        Services(cache="appengine://?max_item_size=2m", secret_key="k-signing-key-for-the-test-suite", environ={})

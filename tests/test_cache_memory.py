@@ -80,7 +80,7 @@ def test_url_options(tmp_path, memcached):
         ("memory://?bogus=1", "unknown option(s) bogus"),
         ("memory://?default_timeout=soon", "default_timeout='soon' is not a number"),
         ("memory://?default_timeout=0", "default_timeout='0' is not a number of seconds > 0"),
-        ("memory://?max_item_size=0", "max_item_size must be positive"),
+        ("memory://?max_item_size=0", "max_item_size='0' is not a size"),
         ("memory://?key_prefix=a%20b", "key_prefix='a b'"),
         ("memcache://127.0.0.1:11211?timeout=fast", "timeout='fast' is not a number"),
         ("memcache://127.0.0.1:11211?noreply=1", "unknown option(s) noreply"),
