@@ -6,7 +6,7 @@ with open("README.md", encoding="utf-8") as f:
 SQL = ["SQLAlchemy>=2.0", "psycopg[binary]>=3.1"]
 APPENGINE = ["appengine-python-standard>=1.1"]
 CELERY = ["celery>=5.3", "redis>=5"]
-DJANGO = ["Django>=4.2"]
+DJANGO = ["Django>=5.2"]
 DEMO = ["waitress>=3"] + SQL
 
 setup(

@@ -459,6 +459,11 @@ class Services:
         source = "secret_key"
         if secret_key is None:
             secret_key, source = env.get("GAESERVICES_SECRET_KEY"), "GAESERVICES_SECRET_KEY"
+        if secret_key is None and env.get("DJANGO_SETTINGS_MODULE"):
+            # A Django project signs with its own SECRET_KEY (and fallbacks), so
+            # its web processes, workers and deferred endpoint agree on one key.
+            secret_key = import_backend("gaeservices.django.conf:secret_keys")()
+            source = "SECRET_KEY"
         self._secret_keys = _checked_keys(secret_key, source) if secret_key is not None else None
         if self._secret_keys is None and self.on_app_engine:
             raise ConfigurationError(
@@ -689,14 +694,18 @@ _default: Services | None = None
 _default_lock = threading.Lock()
 
 
-def get_services() -> Services:
-    """The process-wide :class:`Services`, built from the environment on first use."""
+def get_services(*, factory: Callable[[], Services] | None = None) -> Services:
+    """The process-wide :class:`Services`, built from the environment on first use.
+
+    ``factory`` builds it instead when none exists yet (an adapter that knows
+    more than the environment, such as Django's settings, passes one).
+    """
     global _default
     services = _default
     if services is None:
         with _default_lock:
             if _default is None:
-                _default = Services.from_environ()
+                _default = factory() if factory is not None else Services.from_environ()
             services = _default
     return services
 

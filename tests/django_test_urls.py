@@ -1,0 +1,3 @@
+"""URLs of the adapter's in-process Django tests."""
+
+urlpatterns: list = []
