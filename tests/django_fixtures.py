@@ -61,6 +61,9 @@ def configure() -> str | None:
         },
         CACHES={"default": {"BACKEND": "gaeservices.django.cache.CacheBackend", "LOCATION": "memory://"}},
         SESSION_ENGINE="gaeservices.django.sessions",
+        TASKS={  # read by Django 6 only
+            "default": {"BACKEND": "gaeservices.django.tasks.TaskBackend", "QUEUES": ["default", "mail"]}
+        },
         USE_TZ=True,
         ROOT_URLCONF="django_test_urls",
         MIDDLEWARE=[],

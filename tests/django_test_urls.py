@@ -1,3 +1,5 @@
 """URLs of the adapter's in-process Django tests."""
 
-urlpatterns: list = []
+from django.urls import include, path
+
+urlpatterns = [path("", include("gaeservices.django.urls"))]

@@ -12,6 +12,7 @@ keys (see ``Services.__init__``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from ..config import MIN_KEY_BYTES, Services, get_services
 from ..exceptions import ConfigurationError
@@ -52,3 +53,31 @@ def _build() -> Services:
 def services() -> Services:
     """The process-wide Services; built with Django's keys if it does not exist yet."""
     return get_services(factory=_build)
+
+
+def _on_django_commit(add: Callable[[], object]) -> bool:
+    """``defer(..., _transactional=True)`` inside ``transaction.atomic()``: queue on commit."""
+    import sys
+
+    if "django.db" not in sys.modules:
+        return False
+    from django.conf import settings
+
+    if not settings.configured:
+        return False
+    from django.db import transaction
+
+    if not transaction.get_connection().in_atomic_block:
+        return False
+    transaction.on_commit(add)
+    return True
+
+
+def _register() -> None:
+    from ..tasks import api
+
+    if _on_django_commit not in api.transaction_hooks:
+        api.transaction_hooks.append(_on_django_commit)
+
+
+_register()

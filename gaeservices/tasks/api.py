@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -216,6 +216,36 @@ def _eta_seconds(eta: Any) -> float:
     raise InvalidTaskError(f"_eta must be a datetime or seconds since the epoch, not {eta!r}")
 
 
+#: Frameworks that keep transactions of their own (Django's ``transaction.atomic``)
+#: register a hook here. It receives the function that queues the task and returns
+#: True when it has scheduled that function for the commit of the caller's open
+#: transaction (and dropped it on rollback); False when no transaction is open.
+#: ``defer(..., _transactional=True)`` asks them before the queue backend.
+transaction_hooks: list[Callable[[Callable[[], object]], bool]] = []
+
+
+def _on_commit(
+    obj: Any, args: Any, kwargs: Any, options: dict[str, Any], services: Any,
+    name: str | None, queue: str, eta: float | None, url: str, headers: dict[str, str] | None,
+) -> TaskHandle | None:
+    """Queue the task when a framework's transaction commits; None if none is open."""
+    payload.dumps(obj, args, kwargs)  # refuse what cannot be queued now, not at commit
+    name = name or payload.new_task_name()  # the handle names the task before it exists
+    plain = dict(options, _transactional=False, _name=name, _queue=queue, _url=url, _services=services)
+    plain.pop("_countdown", None)
+    plain["_eta"] = eta
+    if headers is not None:
+        plain["_headers"] = headers
+
+    def add() -> object:
+        return defer(obj, *args, **kwargs, **plain)
+
+    for hook in transaction_hooks:
+        if hook(add):
+            return TaskHandle(name, queue, to_datetime(eta if eta is not None else time.time()))
+    return None  # no framework transaction open: the queue backend decides (App Engine joins its own)
+
+
 def defer(obj: Any, *args: Any, **kwargs: Any) -> TaskHandle:
     """Run ``obj(*args, **kwargs)`` later in a worker; return the task's handle.
 
@@ -250,6 +280,10 @@ def defer(obj: Any, *args: Any, **kwargs: Any) -> TaskHandle:
 
     retry_options = RetryOptions.coerce(options.get("_retry_options"))
     backend = services.queue
+    if options.get("_transactional") is True and transaction_hooks:
+        handle = _on_commit(obj, args, kwargs, options, services, name, queue, eta_seconds, url, headers)
+        if handle is not None:
+            return handle
     named = name is not None
     if name is None and not getattr(backend, "assigns_names", False):
         name = payload.new_task_name()
