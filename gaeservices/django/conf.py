@@ -27,11 +27,11 @@ def setting(name: str, default: object = None) -> object:
     return getattr(settings, name, default)
 
 
-def secret_keys() -> list[str]:
+def secret_keys() -> list[str | bytes]:
     """``SECRET_KEY`` then ``SECRET_KEY_FALLBACKS``; ConfigurationError if one is too short."""
     from django.conf import settings
 
-    keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())]
+    keys: list[str | bytes] = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())]
     for position, key in enumerate(keys):
         size = len(key.encode() if isinstance(key, str) else key)
         if size < MIN_KEY_BYTES:
