@@ -158,16 +158,19 @@ def test_defer_transactional_inside_atomic_happens_on_commit_only(svc):
 
 
 def test_the_endpoint_mounted_in_urls_runs_a_signed_task_and_refuses_a_forged_one(svc):
-    from gaeservices.tasks.api import Task, defer as _unused  # noqa: F401
+    import time
+
     from gaeservices.tasks import payload
 
-    body, _ = svc.queue.codec.seal(payload.dumps(fn.plain, ("pushed",), {}), max_size=None)
+    pickled = payload.dumps(fn.plain, ("pushed",), {})
+    body, _ = svc.queue.codec.seal(pickled, name="t1", queue="default", expires=time.time() + 60)
     client = Client()
     answer = client.post("/_ah/queue/deferred", body, content_type="application/octet-stream",
-                         HTTP_X_APPENGINE_TASKNAME="t1")
+                         HTTP_X_APPENGINE_TASKNAME="t1", HTTP_X_APPENGINE_QUEUENAME="default")
     assert answer.status_code == 200 and answer["X-Task-Outcome"] == "success"
     assert fn.ran == [("plain", "pushed")]
-    forged = client.post("/_ah/queue/deferred", body[:-3] + b"xyz", content_type="application/octet-stream")
+    forged = client.post("/_ah/queue/deferred", body[:-3] + b"xyz", content_type="application/octet-stream",
+                         HTTP_X_APPENGINE_TASKNAME="t2", HTTP_X_APPENGINE_QUEUENAME="default")
     assert forged.status_code == 403
     assert client.get("/_ah/queue/deferred").status_code == 405
     assert fn.ran == [("plain", "pushed")]
