@@ -18,7 +18,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["gaeservices", "gaeservices.*"]),
-    install_requires=["WebOb>=1.8", "itsdangerous>=2.1", "pymemcache>=4.0,<4.1"],
+    install_requires=["WebOb>=1.8.8", "itsdangerous>=2.1", "pymemcache>=4.0,<4.1", "multipart>=1.2,<3"],
     extras_require={
         "appengine": APPENGINE,
         "sql": SQL,
@@ -42,6 +42,7 @@ setup(
                     "types-waitress",
                     "hypothesis>=6",
                     "aiosmtpd>=1.4",
+                    "gunicorn>=22",  # the real WSGI server behind nginx and Apache in the tests
                     # peers the benchmarks measure against
                     "Beaker>=1.12",
                     "python-memcached>=1.59",

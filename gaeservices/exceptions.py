@@ -48,10 +48,31 @@ class FileTransferError(GAEServicesError):
 
 
 class UploadRejectedError(FileTransferError):
-    """An upload's one-time token is missing, forged, expired or already used.
+    """An upload was refused and nothing of it was stored; answer with ``status``.
 
-    Nothing from the rejected request was stored; answer it with 403.
+    Raised as such (403) when its one-time token is missing, forged, expired or
+    already used; the subclasses below say why else.
     """
+
+    status = 403
+
+
+class UploadTooLargeError(UploadRejectedError):
+    """The upload's body is larger than ``max_upload_size``: 413, refused before it was read
+    when its length was declared, else as soon as the limit was passed."""
+
+    status = 413
+
+
+class MalformedUploadError(UploadRejectedError):
+    """The upload's body is not a complete multipart/form-data body (400), or declares
+    no length where one is needed (411)."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TaskError(GAEServicesError):

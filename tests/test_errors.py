@@ -51,12 +51,12 @@ def test_private_upload_tokens_fall_back_to_files_without_a_store_driver(without
     # docs/filetransfers.md: without a store, single use is kept by files under the
     # data dir. The store's BackendUnavailableError must reach that fallback.
     services = Services(environ={}, secret_key=KEY, data_dir=str(tmp_path))
-    _, data = prepare_upload(Request.blank("/"), "/done", private=True, services=services)
-    (uploaded,) = uploaded_files(_upload("/done", data), private=True, services=services)
+    url, data = prepare_upload(Request.blank("/"), "/done", private=True, services=services)
+    (uploaded,) = uploaded_files(_upload(url, data), private=True, services=services)
     assert open(uploaded.path, "rb").read() == b"mine"
     assert len(os.listdir(tmp_path / "upload-tokens")) == 1
     with pytest.raises(UploadRejectedError, match="already used"):
-        uploaded_files(_upload("/done", data), private=True, services=services)
+        uploaded_files(_upload(url, data), private=True, services=services)
 
 
 def _app(environ, start_response):

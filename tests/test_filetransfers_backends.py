@@ -221,45 +221,56 @@ def test_forged_blob_reference_is_ignored_locally(services):
 def test_private_upload_token_is_single_use(services, sqlite_url, tmp_path):
     svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path / "d"), store=sqlite_url, environ={})
     url, data = prepare_upload(Request.blank("/"), "http://example.com/private/done?x=1", private=True, services=svc)
-    html = upload_fields_html(data)
-    assert html.startswith('<input type="hidden" name="gaeservices_upload_token" value="')
+    # the token travels in the URL, where it is checked before the body is read
+    assert data == {} and upload_fields_html(data) == ""
+    assert url.startswith("http://example.com/private/done?x=1&gaeservices_upload_token=")
+    path = url[len("http://example.com"):]
     files = {"f": ("a.txt", "text/plain", b"mine")}
-    assert len(uploaded_files(post("/private/done", data, files), private=True, services=svc)) == 1
+    assert len(uploaded_files(post(path, {}, files), private=True, services=svc)) == 1
     before = set(os.listdir(os.path.join(svc.data_dir, "uploads")))
     with pytest.raises(UploadRejectedError, match="already used"):
-        uploaded_files(post("/private/done", data, files), private=True, services=svc)
+        uploaded_files(post(path, {}, files), private=True, services=svc)
     assert set(os.listdir(os.path.join(svc.data_dir, "uploads"))) == before  # nothing stored
     with pytest.raises(UploadRejectedError, match="without one"):
         uploaded_files(post("/private/done", {}, files), private=True, services=svc)
+    with pytest.raises(UploadRejectedError, match="without one"):  # in the form it comes too late
+        uploaded_files(post("/private/done", {"gaeservices_upload_token": token_of(url)}, files), private=True,
+                       services=svc)
     with pytest.raises(UploadRejectedError, match="not valid"):
-        uploaded_files(post("/private/done", {"gaeservices_upload_token": data["gaeservices_upload_token"] + "x"},
-                            files), private=True, services=svc)
-    _, other = prepare_upload(Request.blank("/"), "/elsewhere", private=True, services=svc)
+        uploaded_files(post(path.replace("token=", "token=x"), {}, files), private=True, services=svc)
+    other, _ = prepare_upload(Request.blank("/"), "/elsewhere", private=True, services=svc)
     with pytest.raises(UploadRejectedError, match="another URL"):
-        uploaded_files(post("/private/done", other, files), private=True, services=svc)
+        uploaded_files(post("/private/done?" + other.partition("?")[2], {}, files), private=True, services=svc)
+    assert set(os.listdir(os.path.join(svc.data_dir, "uploads"))) == before
     svc.close()
+
+
+def token_of(url):
+    from urllib.parse import parse_qs, urlsplit
+
+    return parse_qs(urlsplit(url).query)["gaeservices_upload_token"][0]
 
 
 def test_private_token_single_use_in_postgres(postgres_url, tmp_path):
     svc = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), store=postgres_url, environ={})
-    _, data = prepare_upload(Request.blank("/"), "/done", private=True, services=svc)
+    url, _ = prepare_upload(Request.blank("/"), "/done", private=True, services=svc)
     files = {"f": ("a.txt", "text/plain", b"x")}
-    assert uploaded_files(post("/done", data, files), private=True, services=svc)
+    assert uploaded_files(post(url, {}, files), private=True, services=svc)
     other_machine = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path / "other"), store=postgres_url, environ={})
     with pytest.raises(UploadRejectedError, match="already used"):
-        uploaded_files(post("/done", data, files), private=True, services=other_machine)
+        uploaded_files(post(url, {}, files), private=True, services=other_machine)
     svc.close()
     other_machine.close()
 
 
 def test_token_signed_with_rotated_key_still_redeems(tmp_path, sqlite_url):
     old = Services(secret_key="old-signing-key-for-the-test-suite", data_dir=str(tmp_path), store=sqlite_url, environ={})
-    _, data = prepare_upload(Request.blank("/"), "/done", private=True, services=old)
+    url, _ = prepare_upload(Request.blank("/"), "/done", private=True, services=old)
     new = Services(secret_key="new-signing-key-for-the-test-suite,old-signing-key-for-the-test-suite", data_dir=str(tmp_path), store=sqlite_url, environ={})
-    assert uploaded_files(post("/done", data, {"f": ("a", "text/plain", b"x")}), private=True, services=new)
+    assert uploaded_files(post(url, {}, {"f": ("a", "text/plain", b"x")}), private=True, services=new)
     stranger = Services(secret_key="other-signing-key-for-the-test-suite", data_dir=str(tmp_path), store=sqlite_url, environ={})
-    _, data = prepare_upload(Request.blank("/"), "/done", private=True, services=stranger)
+    url, _ = prepare_upload(Request.blank("/"), "/done", private=True, services=stranger)
     with pytest.raises(UploadRejectedError):
-        uploaded_files(post("/done", data, {"f": ("a", "text/plain", b"x")}), private=True, services=new)
+        uploaded_files(post(url, {}, {"f": ("a", "text/plain", b"x")}), private=True, services=new)
     for svc in (old, new, stranger):
         svc.close()

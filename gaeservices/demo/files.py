@@ -1,8 +1,11 @@
 """File transfers: upload a file, list uploads, download each inline or as an attachment.
 
-Downloads go out as X-Sendfile responses; the XSendfileMiddleware this page wraps
-the demo in does the front server's job, so the same code runs behind Apache or
-nginx (GAESERVICES_FILES_SERVE=xsendfile / xaccel, without the middleware).
+Downloads go out through the configured backend (``GAESERVICES_FILES_SERVE``):
+``stream`` by default, so ``make demo`` needs nothing in front; behind Apache with
+mod_xsendfile set ``xsendfile``, behind nginx ``xaccel`` (docs/filetransfers.md has
+both configurations). Uploads are user content: each is served with the type its
+uploader's browser claimed, which ``serve_file`` checks, so an uploaded page or SVG
+is an attachment, never a page on this origin.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from webob import Request, Response
 from gaeservices.config import Services
 from gaeservices.exceptions import UploadRejectedError
 from gaeservices.filetransfers import (
-    XSendfileMiddleware,
     prepare_upload,
     serve_file,
     upload_fields_html,
@@ -52,8 +54,6 @@ def _save(services: Services, entries: list[dict]) -> None:
 
 
 def make_app(services: Services):
-    serve_backend = "xsendfile" if settings(services).serve == "stream" else None
-
     def files(environ, start_response):
         request = Request(environ)
         base = request.script_name
@@ -61,8 +61,9 @@ def make_app(services: Services):
         if path == "/upload" and request.method == "POST":
             try:
                 stored = uploaded_files(request, private=True, services=services)
-            except UploadRejectedError as exc:
-                return Response(str(exc) + "\n", status=403, content_type="text/plain")(environ, start_response)
+            except UploadRejectedError as exc:  # nothing was stored; 403, 413, 400 or 411
+                return Response(str(exc) + "\n", status=exc.status, content_type="text/plain",
+                                charset="utf-8")(environ, start_response)
             entries = _load(services)
             entries += [{"name": f.name, "filename": f.filename, "size": f.size, "type": f.content_type}
                         for f in stored]
@@ -75,7 +76,7 @@ def make_app(services: Services):
                 return Response("no such upload\n", status=404, content_type="text/plain")(environ, start_response)
             save_as = entry["filename"] if path == "/download/attachment" else False
             response = serve_file(request, entry["name"], save_as=save_as, content_type=entry["type"] or None,
-                                  backend=serve_backend, services=services)
+                                  services=services)
             return response(environ, start_response)
         if path != "/":
             return Response("not found\n", status=404, content_type="text/plain")(environ, start_response)
@@ -93,13 +94,11 @@ def make_app(services: Services):
             "<button>Upload</button></form>"
             f"<table><tr><th>file</th><th>size</th><th></th></tr>{rows}</table>"
             "<p class='note'>Each form carries a one-time token: resubmitting an upload is refused. "
-            "Downloads support ranges and revalidation.</p>"
+            f"Uploads over {settings(services).max_upload_size:,} bytes are refused before they are read. "
+            f"Downloads go through the <code>{html.escape(settings(services).serve)}</code> backend, "
+            "with ranges and revalidation; pages, SVG and script are offered as attachments.</p>"
         )
         return Response(page(TITLE, body), content_type="text/html", charset="utf-8")(environ, start_response)
 
     return files
 
-
-def wrap(app, services: Services):
-    """Do the front server's X-Sendfile job, for files under the files root only."""
-    return XSendfileMiddleware(app, services=services)

@@ -41,7 +41,8 @@ def prepare_upload(
 
     After the upload, the request reaching ``success_url`` holds the files (see
     :func:`uploaded_files`). ``private=True`` adds a one-time token, so the upload's
-    callback cannot be replayed to claim someone else's file.
+    callback cannot be replayed to claim someone else's file: in the URL for the
+    local backend (checked before the body is read), in the fields for the Blobstore.
     """
     chosen = _backend("upload", backend, services)
     return chosen.prepare_upload(request, success_url, private=private)
@@ -51,17 +52,24 @@ def uploaded_files(
     request: Any,
     *,
     private: bool = False,
+    max_upload_size: int | None = None,
     backend: Any = None,
     services: Any = None,
 ) -> list[UploadedFile]:
     """The files of a finished upload (a local multipart post or a Blobstore callback).
 
-    Raises :class:`~gaeservices.exceptions.UploadRejectedError` -- answer 403 --
-    when the upload was prepared ``private`` and its token is missing, invalid,
-    expired or already used; nothing is stored then.
+    Raises :class:`~gaeservices.exceptions.UploadRejectedError`, and nothing is
+    stored, when the upload is refused; answer with its ``status``: 403 when it was
+    prepared ``private`` and its token is missing, invalid, expired or already used;
+    413 (:class:`~gaeservices.exceptions.UploadTooLargeError`) when its body is over
+    ``max_upload_size`` bytes (default: ``GAESERVICES_FILES_MAX_UPLOAD_SIZE``, 32
+    MiB); 400 or 411 (:class:`~gaeservices.exceptions.MalformedUploadError`) when
+    it is not a complete multipart body or declares no length. The token and the
+    declared length are checked before the body is read. Call it before reading
+    ``request.POST``: it reads the body itself, then leaves the other fields there.
     """
     chosen = _backend("upload", backend, services)
-    return chosen.uploaded_files(request, private=private)
+    return chosen.uploaded_files(request, private=private, max_upload_size=max_upload_size)
 
 
 def serve_file(

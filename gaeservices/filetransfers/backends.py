@@ -12,6 +12,7 @@ from one set of values are remembered.
 | ``GAESERVICES_FILES_PUBLIC`` | ``none``, or a base URL (``https://cdn.example.com/media/``) | ``none`` |
 | ``GAESERVICES_FILES_ROOT``   | the directory names are served from and uploads saved to  | ``<data dir>/uploads`` |
 | ``GAESERVICES_FILES_XACCEL`` | ``/fs/root=/internal/prefix/[,...]`` for ``xaccel``         | ``<files root>=/protected/`` |
+| ``GAESERVICES_FILES_MAX_UPLOAD_SIZE`` | the largest upload body accepted, in bytes        | ``33554432`` (32 MiB) |
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ _VARIABLES = {
 class FilesSettings:
     """File-transfer settings of one Services object, as read now."""
 
-    __slots__ = ("services", "serve", "upload", "public", "public_url", "root", "xaccel", "built")
+    __slots__ = ("services", "serve", "upload", "public", "public_url", "root", "xaccel", "max_upload_size",
+                 "built")
 
     def __init__(self, services: Services) -> None:
         env = services.environ
@@ -61,9 +63,11 @@ class FilesSettings:
         self.serve = env.get("GAESERVICES_FILES_SERVE") or ("blobstore" if on_gae else "stream")
         self.upload = env.get("GAESERVICES_FILES_UPLOAD") or ("blobstore" if on_gae else "local")
         public = env.get("GAESERVICES_FILES_PUBLIC") or "none"
+        self.public_url: str | None
         self.public, self.public_url = ("url", public) if "://" in public or public.startswith("/") else (public, None)
         self.root = os.path.abspath(env.get("GAESERVICES_FILES_ROOT") or os.path.join(services.data_dir, "uploads"))
         self.xaccel = _parse_xaccel(env.get("GAESERVICES_FILES_XACCEL"), self.root)
+        self.max_upload_size = _parse_size(env.get("GAESERVICES_FILES_MAX_UPLOAD_SIZE"))
         self.built: dict[tuple[str, Any], Any] = {}
 
 
@@ -79,6 +83,18 @@ def _parse_xaccel(value: str | None, root: str) -> tuple[tuple[str, str], ...]:
             )
         pairs.append((directory, location))
     return tuple(pairs)
+
+
+def _parse_size(value: str | None) -> int:
+    from .uploads import DEFAULT_MAX_UPLOAD_SIZE
+
+    if not value:
+        return DEFAULT_MAX_UPLOAD_SIZE
+    if not value.strip().isdigit() or int(value) <= 0:
+        raise ConfigurationError(
+            f"GAESERVICES_FILES_MAX_UPLOAD_SIZE={value!r}: expected a positive number of bytes, e.g. 33554432"
+        )
+    return int(value)
 
 
 _settings: dict[tuple[Any, ...], FilesSettings] = {}
@@ -97,6 +113,7 @@ def settings(services: Services | None = None) -> FilesSettings:
         get("GAESERVICES_FILES_PUBLIC"),
         get("GAESERVICES_FILES_ROOT"),
         get("GAESERVICES_FILES_XACCEL"),
+        get("GAESERVICES_FILES_MAX_UPLOAD_SIZE"),
     )
     found = _settings.get(key)
     if found is None:

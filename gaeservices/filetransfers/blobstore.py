@@ -52,7 +52,7 @@ class BlobstoreBackend:
 
     @classmethod
     def from_settings(cls, settings: Any, value: Any = None) -> BlobstoreBackend:
-        return cls(services=settings.services)
+        return cls(services=settings.services, max_bytes_total=settings.max_upload_size)
 
     # -- downloads --------------------------------------------------------------
 
@@ -108,9 +108,18 @@ class BlobstoreBackend:
         data = {tokens.FIELD: tokens.issue(self.services, path)} if private else {}
         return url, data
 
-    def uploaded_files(self, request: Any, *, private: bool = False) -> list[UploadedFile]:
+    def uploaded_files(self, request: Any, *, private: bool = False,
+                       max_upload_size: int | None = None) -> list[UploadedFile]:
         from google.appengine.ext import blobstore
 
+        from .formdata import declared_length
+        from .uploads import DEFAULT_MAX_UPLOAD_SIZE
+
+        if request.method == "POST":
+            # App Engine's callback carries references, not the files: it is small.
+            # Anything big posted here is not one, and is refused unread.
+            limit = max_upload_size or self.max_bytes_total or DEFAULT_MAX_UPLOAD_SIZE
+            declared_length(request.environ, limit)
         parts = file_fields(request)
         token = request.POST.get(tokens.FIELD) if request.method == "POST" else None
         issued = None
@@ -141,11 +150,12 @@ class BlobstoreBackend:
 def _key_and_info(file: Any, blobstore: Any) -> tuple[str | None, Any]:
     if isinstance(file, blobstore.BlobInfo):
         return str(file.key()), file
+    key: str | None
     if isinstance(file, (str, blobstore.BlobKey)):
         key = str(file)
     else:
-        key = getattr(file, "blob_key", None)
-        key = str(key) if key else None
+        found = getattr(file, "blob_key", None)
+        key = str(found) if found else None
     if key is not None and ("\r" in key or "\n" in key or not key.strip()):
         return None, None
     return key, None

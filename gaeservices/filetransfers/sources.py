@@ -51,8 +51,8 @@ def local_file(file: Any, root: str) -> LocalFile:
         name = file if type(file) is str else os.fspath(file)
         if isinstance(name, bytes):
             name = os.fsdecode(name)
-        path, st = resolve(real_root(root), name)
-        return LocalFile(path, None, file_info(path, st), None)
+        resolved, found = resolve(real_root(root), name)
+        return LocalFile(resolved, None, file_info(resolved, found), None)
     path = getattr(file, "path", None)
     if isinstance(path, str) and not hasattr(file, "read"):
         if "\x00" in path:

@@ -72,20 +72,22 @@ class FileInfo:
 
     def __init__(self, st: os.stat_result | None, size: int, name: str | None) -> None:
         self.size = size
+        self.identity: tuple[int, int, int, int] | None = None
+        self.etag: str | None = None
+        self.last_modified: str | None = None
+        self.mtime = 0
         if st is not None:
             self.mtime = int(st.st_mtime)
             self.identity = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
-            self.etag: str | None = f'"{st.st_mtime_ns:x}-{size:x}"'
-            self.last_modified: str | None = formatdate(self.mtime, usegmt=True)
-        else:
-            self.mtime, self.identity, self.etag, self.last_modified = 0, None, None, None
+            self.etag = f'"{st.st_mtime_ns:x}-{size:x}"'
+            self.last_modified = formatdate(self.mtime, usegmt=True)
         guessed = mimetypes.guess_type(name)[0] if name else None
         #: the type guessed from the name (text with charset=utf-8), and whether
         #: an untrusted file of that type may be shown inline (see .content)
         self.content_type = with_charset(guessed) if guessed else DEFAULT_TYPE
         self.inline = guessed is not None and media_type(guessed) in INLINE_TYPES
         headers = [("Content-Type", self.content_type), ("Content-Length", str(size))]
-        if self.etag:
+        if self.etag and self.last_modified:
             headers += [("ETag", self.etag), ("Last-Modified", self.last_modified)]
         headers += [("Accept-Ranges", "bytes"), ("X-Content-Type-Options", "nosniff")]
         self.headers: Headers = headers
@@ -439,8 +441,14 @@ def respond(
     length = sum(len(head) + end - start + 1 for head, start, end in parts) + len(trailer)
     out = [("Content-Type", f"multipart/byteranges; boundary={boundary}"),
            ("Content-Length", str(length))] + file_headers + extra
-    file = opener() if opener is not None else open(path, "rb", buffering=0)  # type: ignore[arg-type]
-    return "206 Partial Content", out, MultipartIter(file, parts, trailer)
+    return "206 Partial Content", out, MultipartIter(_open(path, opener), parts, trailer)
+
+
+def _open(path: str | None, opener: Callable[[], BinaryIO] | None) -> BinaryIO:
+    if opener is not None:
+        return opener()
+    assert path is not None
+    return open(path, "rb", buffering=0)
 
 
 def _if_range_holds(if_range: str, info: FileInfo) -> bool:
@@ -461,7 +469,7 @@ def _body(
 ) -> Iterable[bytes]:
     if path is not None and start == 0 and length <= CHUNK_SIZE and length == size:
         return [_read_small(path, length)] if length else []
-    file = opener() if opener is not None else open(path, "rb", buffering=0)  # type: ignore[arg-type]
+    file = _open(path, opener)
     wrapper = environ.get("wsgi.file_wrapper")
     if wrapper is not None and _has_fileno(file):
         end = start + length
