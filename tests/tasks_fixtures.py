@@ -138,3 +138,15 @@ def raise_sdk_singular_failure(tag):
 
     calls.append(("sdk-singular", tag))
     raise deferred.SingularTaskFailure(tag)
+
+
+def kill_own_process():
+    """A poison task: it takes its worker down with it, every time."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def sleep_and_record(path, tag, seconds):
+    append_line(path, f"{tag} {os.getpid()}")
+    time.sleep(seconds)

@@ -2,18 +2,33 @@
 
 One table, ``gaeservices_tasks``, beside the store's. A task row is never
 deleted when it is claimed: claiming *leases* it (its ETA moves to the end of
-the lease and its attempt count goes up), so a worker that dies mid-task loses
-nothing -- the task becomes due again when the lease runs out. Finishing a
-task is guarded by the attempt number it was claimed with: a worker whose lease
-was lost cannot mark done a task that another worker now owns.
+the lease), so a worker that dies mid-task loses nothing -- the task becomes due
+again when the lease runs out. Every claim gives the row a new lease number
+(``claims``), and an outcome is written only under the lease it was claimed
+with: a worker whose lease was lost cannot mark done a task another worker now
+owns. A dispatcher renews the leases of the tasks it holds while they run (its
+heartbeat), and never starts a task whose lease has run out.
+
+**Attempts are counted for tasks that started.** A claim takes a batch, and the
+dispatcher starts the batch's first task at once: the claim counts that task's
+attempt, the others' are counted with their outcome. A lease that runs out
+without an outcome (its worker died, was killed, or hung without a heartbeat)
+is settled by the next claim that meets the row: a counted attempt is a failure
+("the lease ran out"), retried after its backoff or dead-lettered at its retry
+limit like any other; an uncounted one did not necessarily start and costs
+nothing. Either way the task becomes a *suspect*: it is claimed alone, so its
+next attempt is counted when claimed. A task that kills its worker is thus
+counted every time it runs alone, backs off behind the healthy tasks, and is
+dead-lettered at its limit, while the healthy tasks of its batch run once.
 
 States: ``pending`` (queued, or leased while ``leased_until`` is in the
 future), ``done`` (kept as the name's tombstone until ``eta``) and ``failed``
-(the dead letter: retries exhausted or a permanent failure, with the last
-error). Claims take batches in one transaction -- ``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite -- and outcomes are written in batches.
+(the dead letter: retries exhausted, a permanent failure, or a body refused,
+with the last error). Claims take batches in one transaction -- ``FOR UPDATE
+SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite -- and outcomes are
+written in batches.
 
-URL options: ``local://?lease=600&tombstone=86400&max_payload=102400``.
+URL options: ``local://?lease=60&tombstone=86400&max_payload=102400``.
 """
 
 from __future__ import annotations
@@ -25,16 +40,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..config import BackendURL
-from ..store.engine import Prepared, dbapi_cursor, get_engine
 from ..exceptions import (
     ConfigurationError,
     InvalidTaskError,
     TaskAlreadyExistsError,
     UnsupportedTaskOptionError,
 )
+from ..store.engine import Prepared, dbapi_cursor, get_engine
 from .api import RetryOptions, Task, TaskHandle, to_datetime
-from .result import REFUSED, TaskResult
 from .payload import PayloadCodec
+from .result import REFUSED, SUCCESS, TaskResult
 
 __all__ = ["LocalQueue", "ClaimedTask", "TaskInfo", "PENDING", "DONE", "FAILED"]
 
@@ -42,28 +57,50 @@ TABLE_NAME = "gaeservices_tasks"
 PENDING, DONE, FAILED = 0, 1, 2
 STATE_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 
-DEFAULT_LEASE = 600.0  # App Engine's deadline for a push task
+#: How long a claimed task is its worker's without a heartbeat. Dispatchers renew
+#: the leases of running tasks every third of it, so it bounds how long a dead
+#: worker's tasks wait, not how long a task may run.
+DEFAULT_LEASE = 60.0
 DEFAULT_TOMBSTONE = 86400.0
 DEFAULT_MAX_PAYLOAD = 100 * 1024  # App Engine's limit, so code moves between the two
 _DEFAULT_RETRY = RetryOptions()
 _ROW_KEYS = ("name", "queue", "state", "eta", "created", "attempts", "body", "url", "options")
+LOST_LEASE = "the lease ran out without an outcome (its worker died, was killed, or stopped renewing it)"
 
 
 class ClaimedTask:
-    """A task leased to this process: run it, then report its result in a batch."""
+    """A task leased to this process: run it, then report its result in a batch.
 
-    __slots__ = ("id", "name", "queue", "eta", "created", "attempt", "body", "url", "options", "leased_until")
+    ``attempt`` is its execution number (1 the first time); ``claim`` the lease
+    number its outcome is written under; ``counted`` whether the claim already
+    counted this attempt; ``leased_until`` when the lease runs out unless renewed.
+    """
 
-    def __init__(self, row: Any, attempt: int, leased_until: float) -> None:
-        self.id, self.name, self.queue, self.eta, self.created, _, self.body, self.url, options = row
-        self.attempt = attempt  # 1 on the first execution; also the lease token
-        self.options = json.loads(options) if options else {}
+    __slots__ = (
+        "id", "name", "queue", "eta", "created", "attempt", "body", "url", "options",
+        "leased_until", "claim", "counted", "retry_options",
+    )
+
+    def __init__(
+        self,
+        row: Any,
+        *,
+        leased_until: float,
+        counted: bool,
+        retry_options: RetryOptions,
+    ) -> None:
+        self.id, self.name, self.queue, self.eta, self.created = row[0], row[1], row[2], row[3], row[4]
+        self.attempt: int = row[5] + 1
+        self.body: bytes = row[6]
+        self.url: str = row[7]
+        self.options: dict[str, Any] = json.loads(row[8]) if row[8] else {}
+        self.claim: int = row[12] + 1
         self.leased_until = leased_until
+        self.counted = counted
+        self.retry_options = retry_options
 
-    @property
-    def retry_options(self) -> RetryOptions:
-        retry = self.options.get("retry")
-        return RetryOptions(**retry) if retry else _DEFAULT_RETRY
+    def __repr__(self) -> str:
+        return f"<ClaimedTask {self.name!r} attempt={self.attempt} claim={self.claim}>"
 
 
 class TaskInfo:
@@ -106,6 +143,7 @@ class LocalQueue:
         self.max_payload = max_payload
         self.codec = PayloadCodec(services)
         self.dialect = engine.dialect.name
+        insert: Any
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         elif self.dialect == "sqlite":
@@ -130,6 +168,7 @@ class LocalQueue:
             sa.Column("options", sa.Text(), nullable=True),
             sa.Column("last_error", sa.Text(), nullable=True),
             sa.Column("finished", sa.Float(), nullable=True),
+            *_lease_columns(sa),
             sa.Index(f"{name}_due", "state", "queue", "eta"),
         )
         self._sa = sa
@@ -145,26 +184,57 @@ class LocalQueue:
             # the same table. The first one's table, committed with its indexes, serves.
             if not sa.inspect(engine).has_table(name):
                 raise
+        self._add_lease_columns()
         # RETURNING tells whether the row went in: rowcount is unreliable here on psycopg.
         self._insert = insert(t).on_conflict_do_nothing(index_elements=["name"]).returning(t.c.id)
         # defer()'s hot path: compiled once, run on the pooled DBAPI connection.
         self._insert_prepared = Prepared(self._insert, engine, column_keys=list(_ROW_KEYS))
-        self._claim_columns = (t.c.id, t.c.name, t.c.queue, t.c.eta, t.c.created, t.c.attempts, t.c.body, t.c.url, t.c.options)
+        self._claim_columns = (
+            t.c.id, t.c.name, t.c.queue, t.c.eta, t.c.created, t.c.attempts, t.c.body, t.c.url, t.c.options,
+            t.c.leased_until, t.c.counted, t.c.suspect, t.c.claims,
+        )
         b = sa.bindparam
-        guard = (t.c.id == b("b_id")) & (t.c.attempts == b("b_attempt")) & (t.c.state == PENDING)
+        guard = (t.c.id == b("b_id")) & (t.c.claims == b("b_claim")) & (t.c.state == PENDING)
+        self._guard = guard
+        finished: dict[str, Any] = {"leased_until": None, "counted": 0, "suspect": 0, "attempts": b("b_attempt")}
         self._done_stmt = t.update().where(guard).values(
-            state=DONE, eta=b("b_eta"), finished=b("b_now"), leased_until=None, body=None, last_error=None
+            state=DONE, eta=b("b_eta"), finished=b("b_now"), body=None, last_error=None, **finished
         )
         self._fail_stmt = t.update().where(guard).values(
-            state=FAILED, finished=b("b_now"), leased_until=None, last_error=b("b_error")
+            state=FAILED, finished=b("b_now"), last_error=b("b_error"), **finished
         )
-        self._retry_stmt = t.update().where(guard).values(
-            eta=b("b_eta"), leased_until=None, last_error=b("b_error")
-        )
+        self._retry_stmt = t.update().where(guard).values(eta=b("b_eta"), last_error=b("b_error"), **finished)
+        # give back unstarted tasks: the claim's count of an attempt is undone
         self._release_stmt = t.update().where(guard).values(
-            eta=b("b_eta"), leased_until=None, attempts=t.c.attempts - 1
+            eta=b("b_eta"), leased_until=None, attempts=t.c.attempts - t.c.counted, counted=0
+        )
+        self._renew_stmt = t.update().where(guard).values(eta=b("b_until"), leased_until=b("b_until"))
+        # a lease that ran out without an outcome, settled by the claim that meets it
+        self._lost_stmt = t.update().where(
+            (t.c.id == b("b_id")) & (t.c.claims == b("b_claim")) & (t.c.state == PENDING)
+        ).values(
+            state=b("b_state"), eta=b("b_eta"), leased_until=None, counted=0, suspect=1,
+            last_error=b("b_error"), finished=b("b_finished"),
         )
         self._wakeup = threading.Event()
+
+    def _add_lease_columns(self) -> None:
+        """Tables made before lease numbers and suspects get their columns (with defaults)."""
+        sa, t = self._sa, self.table
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns(t.name)}
+        missing = [c for c in _lease_columns(sa) if c.name not in have]
+        if not missing:
+            return
+        preparer = self.engine.dialect.identifier_preparer
+        with self._writer.begin() as conn:
+            have = {c["name"] for c in sa.inspect(conn).get_columns(t.name)}
+            for column in missing:
+                if column.name in have:
+                    continue
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {preparer.format_table(t)} ADD COLUMN {preparer.quote(column.name)} "
+                    f"{column.type.compile(self.engine.dialect)} NOT NULL DEFAULT 0"
+                )
 
     @classmethod
     def from_url(cls, url: BackendURL, services: Any) -> LocalQueue:
@@ -273,8 +343,11 @@ class LocalQueue:
     ) -> list[ClaimedTask]:
         """Lease up to ``limit`` due tasks (oldest ETA first) in one transaction.
 
-        ``finished`` outcomes are recorded in the same transaction: a busy
-        dispatcher pays one write per batch, not two.
+        The first task's attempt is counted here: the caller starts it at once.
+        A suspect (a task whose last lease ran out without an outcome) is
+        claimed alone. ``names`` claims those tasks, due or not, unless a worker
+        holds them. ``finished`` outcomes are recorded in the same transaction:
+        a busy dispatcher pays one write per batch, not two.
         """
         sa, t = self._sa, self.table
         now = time.time()
@@ -293,15 +366,57 @@ class LocalQueue:
         with self._writer.begin() as conn:
             if finished:
                 self._record(conn, finished, now)
-            rows = conn.execute(query).all()
+            rows = [tuple(r) for r in conn.execute(query)]
             if not rows:
                 return []
+            rows = self._settle_lost_leases(conn, rows, now, by_hand=names is not None)
+            taken = _batch(rows)
+            if not taken:
+                return []
+            first = taken[0][0]
             conn.execute(
                 t.update()
-                .where(t.c.id.in_([r[0] for r in rows]))
-                .values(attempts=t.c.attempts + 1, eta=leased_until, leased_until=leased_until)
+                .where(t.c.id.in_([r[0] for r in taken]))
+                .values(
+                    claims=t.c.claims + 1,
+                    attempts=t.c.attempts + sa.case((t.c.id == first, 1), else_=0),
+                    counted=sa.case((t.c.id == first, 1), else_=0),
+                    eta=leased_until,
+                    leased_until=leased_until,
+                )
             )
-        return [ClaimedTask(r, r[5] + 1, leased_until) for r in rows]
+        return [
+            ClaimedTask(r, leased_until=leased_until, counted=i == 0, retry_options=self.retry_options_for(r[2], r[8]))
+            for i, r in enumerate(taken)
+        ]
+
+    def _settle_lost_leases(self, conn: Any, rows: list[Any], now: float, *, by_hand: bool) -> list[Any]:
+        """Rows whose lease ran out without an outcome: count, retry or bury them.
+
+        Returns the rows that may be claimed now, each lost one marked suspect.
+        """
+        claimable, settled = [], []
+        for row in rows:
+            if row[9] is None:  # leased_until: no lease was lost
+                claimable.append(row)
+                continue
+            attempts, counted = row[5], row[10]
+            params = {"b_id": row[0], "b_claim": row[12], "b_state": PENDING, "b_eta": row[3],
+                      "b_error": None, "b_finished": None}
+            if counted:  # attempt number ``attempts`` started and left no outcome: it failed
+                retry = self.retry_options_for(row[2], row[8])
+                params["b_error"] = f"attempt {attempts}: {LOST_LEASE}"
+                if retry.gives_up(attempts - 1, now - row[4]):
+                    params.update(b_state=FAILED, b_finished=now)
+                elif not by_hand:
+                    params["b_eta"] = now + retry.backoff(attempts - 1)
+            settled.append(params)
+            if params["b_state"] == PENDING and (by_hand or params["b_eta"] <= now):
+                claimable.append(row[:11] + (1,) + row[12:])
+        if settled:
+            conn.execute(self._lost_stmt, settled)
+            self._wakeup.set()
+        return claimable
 
     def finish(self, results: Iterable[tuple[ClaimedTask, TaskResult]]) -> int:
         """Record a batch of outcomes; returns how many still held their lease."""
@@ -311,8 +426,8 @@ class LocalQueue:
     def _record(self, conn: Any, results: Iterable[tuple[ClaimedTask, TaskResult]], now: float) -> int:
         done, failed, retried = [], [], []
         for task, result in results:
-            key = {"b_id": task.id, "b_attempt": task.attempt, "b_now": now}
-            if result.outcome == "success":
+            key = {"b_id": task.id, "b_claim": task.claim, "b_attempt": task.attempt, "b_now": now}
+            if result.outcome == SUCCESS:
                 key["b_eta"] = now + self.tombstone
                 done.append(key)
                 continue
@@ -334,13 +449,50 @@ class LocalQueue:
             self._wakeup.set()
         return kept
 
-    def release(self, tasks: Iterable[ClaimedTask]) -> None:
-        """Give back leased tasks that were never run (a worker stopping)."""
+    def release(self, tasks: Iterable[ClaimedTask]) -> int:
+        """Give back leased tasks that were never started (a worker stopping, a lease
+        that ran out before its turn); a counted attempt is uncounted."""
         now = time.time()
-        params = [{"b_id": task.id, "b_attempt": task.attempt, "b_eta": now} for task in tasks]
-        if params:
-            with self._writer.begin() as conn:
-                conn.execute(self._release_stmt, params)
+        params = [{"b_id": task.id, "b_claim": task.claim, "b_eta": now} for task in tasks]
+        if not params:
+            return 0
+        with self._writer.begin() as conn:
+            released = conn.execute(self._release_stmt, params).rowcount
+        self._wakeup.set()
+        return released
+
+    def renew(self, tasks: Sequence[ClaimedTask], lease: float | None = None) -> list[ClaimedTask]:
+        """Extend the leases of ``tasks`` (the heartbeat); returns those whose lease was lost."""
+        if not tasks:
+            return []
+        until = time.time() + (self.lease if lease is None else lease)
+        params = [{"b_id": task.id, "b_claim": task.claim, "b_until": until} for task in tasks]
+        sa, t = self._sa, self.table
+        with self._writer.begin() as conn:
+            renewed = conn.execute(self._renew_stmt, params).rowcount
+            lost: list[ClaimedTask] = []
+            if renewed != len(params):
+                held = {
+                    (i, c) for i, c in conn.execute(
+                        sa.select(t.c.id, t.c.claims).where(
+                            t.c.id.in_([task.id for task in tasks]), t.c.state == PENDING,
+                            t.c.leased_until == until,
+                        )
+                    )
+                }
+                lost = [task for task in tasks if (task.id, task.claim) not in held]
+        for task in tasks:
+            if task not in lost:
+                task.leased_until = until
+        return lost
+
+    def retry_options_for(self, queue: str, options: str | None) -> RetryOptions:
+        """The task's own retry options, else its queue's, else the defaults."""
+        if options:
+            retry = json.loads(options).get("retry")
+            if retry:
+                return RetryOptions(**retry)
+        return _DEFAULT_RETRY
 
     def next_eta(self, queues: Sequence[str] | None = None) -> float | None:
         """When the next pending task is due (None if none is pending)."""
@@ -436,3 +588,24 @@ class LocalQueue:
 
     def __repr__(self) -> str:
         return f"<LocalQueue {self.dialect} {self.table.name}>"
+
+
+def _lease_columns(sa: Any) -> list[Any]:
+    """The lease number, whether the claim counted the attempt, and the suspect mark."""
+    return [
+        sa.Column("claims", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("counted", sa.SmallInteger(), nullable=False, server_default="0"),
+        sa.Column("suspect", sa.SmallInteger(), nullable=False, server_default="0"),
+    ]
+
+
+def _batch(rows: list[Any]) -> list[Any]:
+    """The rows one claim takes: a suspect alone, else those before the first suspect."""
+    if not rows:
+        return []
+    if rows[0][11]:
+        return rows[:1]
+    for index, row in enumerate(rows):
+        if row[11]:
+            return rows[:index]
+    return rows

@@ -7,9 +7,17 @@ by default), as App Engine's push queues do.
 
 Each thread claims a batch, runs it, and records the outcomes in one
 transaction. Batches shrink to one task when tasks are slow, so a lease covers
-what it claims and a crash repeats little. ``gaeservices worker`` runs it::
+what it claims and a crash repeats little; a batch that turns out slow gives
+its unstarted tail back at once, for other workers to take. A heartbeat thread
+renews the leases of every task the dispatcher holds (running, waiting its
+turn, or with an outcome not yet written) every third of the lease, so a slow
+task is never taken by a second worker; and a task whose lease has run out
+anyway (the heartbeat could not reach the database, the process was stopped)
+is never started. ``gaeservices worker`` runs it::
 
     gaeservices worker [--queues default,mail] [--threads 4] [--drain] [--push-to URL]
+
+Import it as ``from gaeservices.tasks import Dispatcher``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -27,8 +37,9 @@ from urllib.parse import urlsplit
 from ..config import Services, get_services
 from ..exceptions import ConfigurationError
 from .context import TaskContext
-from .endpoint import OUTCOME_HEADER, PERMANENT_FAILURE, RETRY, SUCCESS, DeferredApp, TaskResult
+from .endpoint import OUTCOME_HEADER, DeferredApp
 from .local import ClaimedTask, LocalQueue
+from .result import PERMANENT_FAILURE, RETRY, SUCCESS, TaskResult
 
 __all__ = ["Dispatcher", "main"]
 
@@ -36,14 +47,16 @@ logger = logging.getLogger("gaeservices.tasks.worker")
 
 FLUSH_SECONDS = 0.2  # outcomes are written at least this often
 PURGE_SECONDS = 60.0
+PUSH_DEADLINE = 600.0  # App Engine's deadline for a push task's request
 
 
 class Dispatcher:
     """Runs the local queue's due tasks on ``threads`` threads until stopped.
 
-    ``drain=True`` stops once no task is due. ``lease`` overrides the queue's.
-    ``gather`` is how long a thread that has caught up waits before its next
-    claim, so that tasks arriving one by one are claimed in batches.
+    ``drain=True`` stops once no task is due. ``lease`` overrides the queue's
+    (the heartbeat renews it every third of it). ``gather`` is how long a thread
+    that has caught up waits before its next claim, so that tasks arriving one
+    by one are claimed in batches.
     """
 
     def __init__(
@@ -71,15 +84,20 @@ class Dispatcher:
         self.threads = max(1, threads)
         self.batch = max(1, batch)
         self.poll = poll
-        self.lease = lease
+        self.lease = float(lease if lease is not None else queue.lease)
         self.push_to = push_to.rstrip("/") if push_to else None
         self.drain = drain
         self.gather = gather
         self.app = DeferredApp(self.services, require_task_header=False)
         self.processed = 0
+        self.succeeded = 0
+        self.failed = 0  # deliveries that did not succeed (retried or not)
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
+        self._heartbeat: threading.Thread | None = None
+        self._beat_stop = threading.Event()
         self._lock = threading.Lock()
+        self._held: dict[int, ClaimedTask] = {}  # id(task) -> task, leases to renew
         self._next_purge = time.monotonic()
         self._busy = 0
 
@@ -87,6 +105,7 @@ class Dispatcher:
 
     def start(self) -> Dispatcher:
         """Run in background threads (daemons); :meth:`stop` ends them."""
+        self._start_heartbeat()
         for i in range(self.threads):
             thread = threading.Thread(target=self._loop, name=f"gaeservices-tasks-{i}", daemon=True)
             thread.start()
@@ -99,6 +118,7 @@ class Dispatcher:
         for thread in self._workers:
             while thread.is_alive():
                 thread.join(0.5)  # wake up for signals
+        self._stop_heartbeat()
         return self.processed
 
     def stop(self, timeout: float | None = None) -> None:
@@ -108,14 +128,46 @@ class Dispatcher:
         for thread in self._workers:
             if thread is not threading.current_thread():
                 thread.join(timeout)
+        self._stop_heartbeat()
 
     def run_batch(self, limit: int | None = None) -> int:
         """Claim, run and record one batch in this thread; returns how many ran."""
         tasks = self.queue.claim(limit or self.batch, queues=self.queues, lease=self.lease)
+        self._hold(tasks)
         results = self._run(tasks)
         if results:
             self.queue.finish(results)
+            self._unhold(task for task, _ in results)
         return len(tasks) if not self._stopping.is_set() else len(results)
+
+    def run_now(self, names: Sequence[str]) -> list[tuple[str, TaskResult | None]]:
+        """Run the named tasks here and now, due or not, one claim each (by hand).
+
+        A task that is not pending, or that a worker holds, gives None.
+        """
+        outcomes: list[tuple[str, TaskResult | None]] = []
+        own_heartbeat = self._heartbeat is None
+        if own_heartbeat:
+            self._start_heartbeat()
+        try:
+            for name in names:
+                claimed = self.queue.claim(1, names=[name], lease=self.lease)
+                if not claimed:
+                    outcomes.append((name, None))
+                    continue
+                (task,) = claimed
+                self._hold(claimed)
+                try:
+                    result = self.deliver(task)
+                    self.queue.finish([(task, result)])
+                finally:
+                    self._unhold(claimed)
+                self._count([result])
+                outcomes.append((name, result))
+        finally:
+            if own_heartbeat:
+                self._stop_heartbeat()
+        return outcomes
 
     def _loop(self) -> None:
         size = self.batch
@@ -127,8 +179,10 @@ class Dispatcher:
                 try:
                     # the previous batch's outcomes go in with this claim
                     tasks = self.queue.claim(size, queues=self.queues, lease=self.lease, finished=unrecorded)
+                    self._unhold(task for task, _ in unrecorded)
                     unrecorded = []
                     if tasks:
+                        self._hold(tasks)
                         started = time.perf_counter()
                         unrecorded = self._run(tasks)
                         per_task = (time.perf_counter() - started) / len(tasks)
@@ -155,6 +209,7 @@ class Dispatcher:
         if unrecorded:
             try:
                 self.queue.finish(unrecorded)
+                self._unhold(task for task, _ in unrecorded)
             except Exception:  # their leases will run out and they will run again
                 logger.exception("could not record %d outcome(s)", len(unrecorded))
 
@@ -175,16 +230,22 @@ class Dispatcher:
     def _run(self, tasks: list[ClaimedTask]) -> list[tuple[ClaimedTask, TaskResult]]:
         """Run ``tasks``; returns the outcomes not yet recorded (slow batches record as they go)."""
         results: list[tuple[ClaimedTask, TaskResult]] = []
-        flush_at = time.monotonic() + FLUSH_SECONDS
+        unstarted: list[ClaimedTask] = []
+        started = time.monotonic()
+        flush_at = started + FLUSH_SECONDS
+        margin = self.lease / 4  # a healthy heartbeat keeps two thirds of the lease ahead
         for index, task in enumerate(tasks):
             if self._stopping.is_set():
-                try:
-                    self.queue.release(tasks[index:])
-                except Exception:  # their leases will run out and they will run then
-                    logger.exception("could not give back %d task(s)", len(tasks) - index)
+                unstarted += tasks[index:]
                 break
+            if task.leased_until - time.time() < margin:
+                # The lease is (nearly) gone: another worker may hold the task now.
+                logger.warning("task %r: its lease ran out before its turn; not started", task.name)
+                unstarted.append(task)
+                continue
             results.append((task, self.deliver(task)))
-            if time.monotonic() >= flush_at:
+            now = time.monotonic()
+            if now >= flush_at:
                 # If the database is away, the outcomes stay with us and go in with a
                 # later write: dropping them would run these tasks again.
                 try:
@@ -192,13 +253,73 @@ class Dispatcher:
                 except Exception:
                     logger.exception("could not record %d outcome(s) yet; keeping them", len(results))
                 else:
-                    with self._lock:
-                        self.processed += len(results)
+                    self._count(result for _, result in results)
+                    self._unhold(task for task, _ in results)
                     results = []
-                flush_at = time.monotonic() + FLUSH_SECONDS
+                flush_at = now + FLUSH_SECONDS
+                rest = tasks[index + 1:]
+                if rest and (now - started) / (index + 1) * len(rest) > FLUSH_SECONDS:
+                    # A slow batch: give its unstarted tail to whoever is free.
+                    unstarted += rest
+                    break
+        if unstarted:
+            try:
+                self.queue.release(unstarted)
+            except Exception:  # their leases will run out and they will run then
+                logger.exception("could not give back %d task(s)", len(unstarted))
+            self._unhold(unstarted)
+        self._count(result for _, result in results)
+        return results
+
+    def _count(self, results: Any) -> None:
+        results = list(results)
         with self._lock:
             self.processed += len(results)
-        return results
+            ok = sum(1 for result in results if result.outcome == SUCCESS)
+            self.succeeded += ok
+            self.failed += len(results) - ok
+
+    # -- leases: the heartbeat --------------------------------------------------
+
+    def _hold(self, tasks: Any) -> None:
+        with self._lock:
+            for task in tasks:
+                self._held[id(task)] = task
+
+    def _unhold(self, tasks: Any) -> None:
+        with self._lock:
+            for task in tasks:
+                self._held.pop(id(task), None)
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            self._beat_stop.clear()
+            self._heartbeat = threading.Thread(target=self._beat, name="gaeservices-tasks-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def _stop_heartbeat(self) -> None:
+        thread, self._heartbeat = self._heartbeat, None
+        if thread is not None and thread is not threading.current_thread():
+            self._beat_stop.set()
+            thread.join()
+
+    def _beat(self) -> None:
+        interval = self.lease / 3
+        while not self._beat_stop.wait(interval):
+            with self._lock:
+                held = list(self._held.values())
+            if not held:
+                continue
+            try:
+                lost = self.queue.renew(held, self.lease)
+            except Exception:  # the database is away: tasks not started yet will wait
+                logger.exception("could not renew %d lease(s)", len(held))
+                continue
+            for task in lost:
+                task.leased_until = 0.0  # never start it; its outcome will not be written
+                logger.warning("task %r: its lease was lost (another worker may run it)", task.name)
+
+    # -- delivery -------------------------------------------------------------
 
     def deliver(self, task: ClaimedTask) -> TaskResult:
         """Run one claimed task (in-process, or POSTed with ``push_to``); record nothing."""
@@ -207,6 +328,7 @@ class Dispatcher:
         return self.app.execute(task.body, TaskContext(task.name, task.queue, task.attempt, task.eta))
 
     def _post(self, task: ClaimedTask) -> TaskResult:
+        assert self.push_to is not None
         target = urlsplit(self.push_to + task.url)
         headers = dict(task.options.get("headers") or {})
         headers.update(
@@ -220,7 +342,7 @@ class Dispatcher:
             }
         )
         cls = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
-        connection = cls(target.netloc, timeout=self.lease or self.queue.lease)
+        connection = cls(target.netloc, timeout=max(PUSH_DEADLINE, self.lease))
         try:
             connection.request("POST", target.path or "/", body=task.body, headers=headers)
             response = connection.getresponse()
@@ -237,6 +359,18 @@ class Dispatcher:
         return TaskResult(response.status, RETRY, f"HTTP {response.status}: {text.strip()}")
 
 
+def add_import_paths(pythonpath: str | None = None) -> None:
+    """Put the current directory (and ``pythonpath``'s directories) first on the import
+    path, as gunicorn and celery do: tasks name functions of the application, which
+    the worker imports as the application would from its own directory."""
+    extra = [p for p in (pythonpath or "").split(os.pathsep) if p] if pythonpath else []
+    extra = [q for p in extra for q in p.split(",") if q]
+    for path in reversed([os.getcwd(), *(os.path.abspath(p) for p in extra)]):
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``gaeservices worker``: run the local queue's tasks."""
     parser = argparse.ArgumentParser(
@@ -247,11 +381,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="tasks run at the same time (default 1)")
     parser.add_argument("--drain", action="store_true", help="exit once no task is due")
     parser.add_argument("--batch", type=int, default=100, help="most tasks claimed at once (default 100)")
-    parser.add_argument("--lease", type=float, help="seconds a claimed task is ours (default: the queue's, 600)")
+    parser.add_argument(
+        "--lease", type=float,
+        help="seconds a claimed task stays ours without a heartbeat (default: the queue's, 60); renewed every third",
+    )
     parser.add_argument("--poll", type=float, default=1.0, help="longest sleep between looks at the queue")
     parser.add_argument("--push-to", metavar="URL", help="POST tasks to this base URL instead of running them here")
+    parser.add_argument(
+        "--pythonpath", metavar="DIRS",
+        help="directories to import the application from, before the current one (comma- or os.pathsep-separated)",
+    )
     parser.add_argument("--log-level", default="INFO")
     options = parser.parse_args(argv)
+    add_import_paths(options.pythonpath)
     logging.basicConfig(level=options.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     queues = [q for item in options.queues or [] for q in item.split(",") if q] or None
     dispatcher = Dispatcher(
@@ -273,5 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     logger.info("worker on %r, queues %s, %d thread(s)", dispatcher.queue, queues or "all", dispatcher.threads)
     processed = dispatcher.run()
-    logger.info("worker stopping after %d task(s)", processed)
+    logger.info(
+        "worker stopping after %d task(s): %d succeeded, %d failed", processed, dispatcher.succeeded, dispatcher.failed
+    )
     return 0
