@@ -7,7 +7,8 @@ SQL = ["SQLAlchemy>=2.0", "psycopg[binary]>=3.1"]
 APPENGINE = ["appengine-python-standard>=1.1"]
 CELERY = ["celery>=5.3", "redis>=5"]
 DJANGO = ["Django>=5.2"]
-DEMO = ["waitress>=3"] + SQL
+MAIL = ["aiosmtpd>=1.4"]
+DEMO = ["waitress>=3"] + SQL + MAIL
 
 setup(
     name="gaeservices",
@@ -24,6 +25,7 @@ setup(
         "sql": SQL,
         "celery": CELERY,
         "django": DJANGO,
+        "mail": MAIL,
         "demo": DEMO,
         "dev": sorted(
             set(
@@ -32,6 +34,7 @@ setup(
                 + CELERY
                 + DJANGO
                 + DEMO
+                + MAIL
                 + [
                     "pytest>=7",
                     "pytest-timeout>=2",
@@ -41,8 +44,8 @@ setup(
                     "types-WebOb",
                     "types-waitress",
                     "hypothesis>=6",
-                    "aiosmtpd>=1.4",
                     "gunicorn>=22",  # the real WSGI server behind nginx and Apache in the tests
+                    "cryptography>=41",  # throwaway certificates for the STARTTLS tests
                     # peers the benchmarks measure against
                     "Beaker>=1.12",
                     "python-memcached>=1.59",

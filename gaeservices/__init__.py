@@ -18,10 +18,14 @@ from .exceptions import (
     BackendUnavailableError,
     CacheError,
     ConfigurationError,
+    DeliveryError,
     FileTransferError,
     GAEServicesError,
+    InvalidMessageError,
     InvalidTaskError,
+    MailError,
     NotAnIntegerError,
+    PermanentDeliveryError,
     PermanentTaskFailure,
     SessionError,
     SessionTooLargeError,
@@ -29,6 +33,7 @@ from .exceptions import (
     StoreError,
     TaskAlreadyExistsError,
     TaskError,
+    TemporaryDeliveryError,
     UnsupportedTaskOptionError,
     UploadRejectedError,
     ValueTooLargeError,
@@ -49,6 +54,8 @@ _LAZY = {
     "prepare_upload": "gaeservices.filetransfers.api",
     "public_download_url": "gaeservices.filetransfers.api",
     "uploaded_files": "gaeservices.filetransfers.api",
+    "send_mail": "gaeservices.mail.api",
+    "send_message": "gaeservices.mail.api",
 }
 
 __all__ = [
@@ -72,6 +79,11 @@ __all__ = [
     "UnsupportedTaskOptionError",
     "FileTransferError",
     "UploadRejectedError",
+    "MailError",
+    "InvalidMessageError",
+    "DeliveryError",
+    "TemporaryDeliveryError",
+    "PermanentDeliveryError",
     *_LAZY,
 ]
 

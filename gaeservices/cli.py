@@ -16,6 +16,7 @@ COMMANDS = {
     "demo": ("gaeservices.demo.serve:main", "serve the demo application on embedded defaults"),
     "worker": ("gaeservices.tasks.worker:main", "run deferred tasks from the local queue"),
     "tasks": ("gaeservices.tasks.admin:main", "list, run, retry or delete queued tasks"),
+    "smtpd": ("gaeservices.mail.devserver:main", "a development SMTP server that prints each message"),
 }
 
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the contracts, for annotations only: importing them here co
     from itsdangerous import Signer, TimestampSigner
 
     from .cache.api import Cache
+    from .mail.backend import MailBackend
     from .store.api import Store
     from .tasks.queue import Queue
 
@@ -180,8 +181,25 @@ def _sqlite(url: BackendURL) -> None:
         )
 
 
+def _file_folder(url: BackendURL) -> None:
+    if url.hosts:
+        raise ValueError("file URLs have no host: use file:///absolute/folder")
+    _needs_path(url)
+
+
 def _anything(url: BackendURL) -> None:
     return None
+
+
+def _smtp(url: BackendURL) -> None:
+    if len(url.hosts) != 1:
+        raise ValueError("one host[:port] is required")
+    if url.path.strip("/"):
+        raise ValueError("an SMTP URL has no path")
+    if url.scheme == "smtps" and url.option("starttls", False, bool):
+        raise ValueError("smtps:// is TLS from the start; starttls=1 belongs to smtp://")
+    if url.password and not url.username:
+        raise ValueError("a password needs a user name")
 
 
 _CACHE_OPTIONS = frozenset({"key_prefix", "default_timeout", "max_item_size"})
@@ -224,6 +242,11 @@ def _timeout(text: str) -> None:
         raise ValueError("is not a number of seconds > 0, or none")
 
 
+def _flag(text: str) -> None:
+    if text.lower() not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError("is not a flag (1 or 0)")
+
+
 def _size(text: str) -> None:
     match = re.fullmatch(r"\s*(\d+)\s*[kKmMgG]?[bB]?\s*", text)
     if not match or int(match.group(1)) == 0:
@@ -252,6 +275,9 @@ _OPTION_CHECKS: dict[str, Callable[[str], Any]] = {
     "key_prefix": _key_prefix,
     "max_item_size": _size,
     "max_bytes": _size,
+    "idle": _seconds,
+    "starttls": _flag,
+    "verify": _flag,
 }
 
 BACKENDS: dict[str, dict[str, Backend]] = {
@@ -310,12 +336,32 @@ BACKENDS: dict[str, dict[str, Backend]] = {
         ),
     },
 }
+_SMTP_OPTIONS = frozenset({"starttls", "timeout", "idle", "cafile", "verify", "local_hostname"})
+BACKENDS["mail"] = {
+    "smtp": Backend(
+        "gaeservices.mail.smtp:SMTPBackend",
+        "smtp://[user:password@]host[:port][?starttls=1&timeout=S&idle=S&cafile=PATH&verify=0]",
+        _smtp,
+        _SMTP_OPTIONS,
+    ),
+    "smtps": Backend(
+        "gaeservices.mail.smtp:SMTPBackend",
+        "smtps://[user:password@]host[:port][?timeout=S&idle=S&cafile=PATH&verify=0]",
+        _smtp,
+        _SMTP_OPTIONS,
+    ),
+    "appengine": Backend("gaeservices.mail.appengine:AppEngineMailBackend", "appengine://", _nothing_else),
+    "console": Backend("gaeservices.mail.console:ConsoleMailBackend", "console://", _nothing_else),
+    "file": Backend("gaeservices.mail.file:FileMailBackend", "file:///path/to/folder", _file_folder),
+    "memory": Backend("gaeservices.mail.memory:MemoryMailBackend", "memory://", _nothing_else),
+}
 BACKENDS["store"]["postgres"] = BACKENDS["store"]["postgresql"]
 
 ENV_NAMES = {
     "cache": "GAESERVICES_CACHE",
     "store": "GAESERVICES_STORE",
     "queue": "GAESERVICES_QUEUE",
+    "mail": "GAESERVICES_MAIL",
 }
 
 _EXTRA_FOR_MODULE = {
@@ -325,6 +371,7 @@ _EXTRA_FOR_MODULE = {
     "celery": "celery",
     "redis": "celery",
     "django": "django",
+    "aiosmtpd": "mail",
 }
 
 
@@ -438,6 +485,7 @@ class Services:
         cache: Cache | str | None = None,
         store: Store | str | None = None,
         queue: Queue | str | None = None,
+        mail: MailBackend | str | None = None,
         email_queue_name: str | None = None,
         bootstrap: str | Callable[[], Any] | None = None,
         environ: Mapping[str, str] | None = None,
@@ -449,6 +497,11 @@ class Services:
             data_dir or env.get("GAESERVICES_DATA_DIR") or os.path.join(os.getcwd(), ".gaeservices")
         )
         self.email_queue_name = email_queue_name or env.get("EMAIL_QUEUE_NAME") or "default"
+        if not re.fullmatch(r"[a-zA-Z0-9-]{1,100}", self.email_queue_name):
+            raise ConfigurationError(
+                f"EMAIL_QUEUE_NAME={self.email_queue_name!r} is not a queue name: "
+                "letters, digits and hyphens, 1-100 of them"
+            )
         bootstrap = bootstrap if bootstrap is not None else env.get("GAESERVICES_BOOTSTRAP") or None
         if isinstance(bootstrap, str) and ":" not in bootstrap:
             raise ConfigurationError(
@@ -474,7 +527,7 @@ class Services:
         defaults = self._defaults()
         self._specs: dict[str, Any] = {}
         given: Any
-        for kind, given in (("cache", cache), ("store", store), ("queue", queue)):
+        for kind, given in (("cache", cache), ("store", store), ("queue", queue), ("mail", mail)):
             variable = ENV_NAMES[kind]
             if given is None:
                 from_env = env.get(variable)
@@ -496,11 +549,13 @@ class Services:
                 "cache": "appengine://",
                 "store": "datastore://",
                 "queue": "appengine://",
+                "mail": "appengine://",
             }
         return {
             "cache": "memory://",
             "store": "sqlite:///" + os.path.join(self.data_dir, "store.sqlite3"),
             "queue": "local://",
+            "mail": "console://",
         }
 
     @classmethod
@@ -546,6 +601,10 @@ class Services:
         """The task queue backend (:class:`gaeservices.tasks.queue.Queue`)."""
         return cast("Queue", self._backend("queue"))
 
+    @property
+    def mail(self) -> MailBackend:
+        """The mail backend (:class:`gaeservices.mail.backend.MailBackend`)."""
+        return cast("MailBackend", self._backend("mail"))
 
     def close(self) -> None:
         """Close every backend that was built (connections, pools, threads)."""

@@ -107,3 +107,46 @@ class SessionError(GAEServicesError):
 
 class SessionTooLargeError(SessionError, ValueError):
     """The session's data would exceed the middleware's ``max_size``; it was not changed."""
+
+
+class MailError(GAEServicesError):
+    """Base class of mail errors."""
+
+
+class InvalidMessageError(MailError, ValueError):
+    """A message cannot be sent as given: a header value holding CR or LF, a
+    malformed address, an attachment the backend refuses. Raised before anything
+    is queued or sent."""
+
+
+class DeliveryError(MailError):
+    """The mail server (or service) did not take the message for every recipient.
+
+    ``code`` and ``response`` are the server's answer (``code`` is None when
+    there was no answer: a refused connection, a timeout); ``accepted`` lists
+    the recipients that did get the message, ``refused`` maps the others to
+    the answer about them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        response: str = "",
+        accepted: tuple[str, ...] = (),
+        refused: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.response = response
+        self.accepted = tuple(accepted)
+        self.refused = dict(refused or {})
+
+
+class TemporaryDeliveryError(DeliveryError):
+    """Worth trying again later: no connection, a timeout, a 4xx answer."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The server refused for good (a 5xx answer): trying again cannot help."""
