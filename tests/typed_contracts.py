@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     from gaeservices.cache.memcache import MemcacheCache
     from gaeservices.cache.memory import MemoryCache
     from gaeservices.config import Services
+    from gaeservices.mail.appengine import AppEngineMailBackend
+    from gaeservices.mail.backend import MailBackend
+    from gaeservices.mail.console import ConsoleMailBackend
+    from gaeservices.mail.file import FileMailBackend
+    from gaeservices.mail.memory import MemoryMailBackend
+    from gaeservices.mail.smtp import SMTPBackend
     from gaeservices.store.api import Store
     from gaeservices.store.datastore import DatastoreStore
     from gaeservices.store.sql import SQLStore
@@ -33,6 +39,7 @@ def services_hand_out_the_contracts(services: Services) -> None:
     assert_type(services.cache, Cache)
     assert_type(services.store, Store)
     assert_type(services.queue, Queue)
+    assert_type(services.mail, MailBackend)
     assert_type(services.signer("salt"), Signer)
     assert_type(services.signer("salt", timestamped=True), TimestampSigner)
 
@@ -47,3 +54,13 @@ def stores(sql: SQLStore, datastore: DatastoreStore) -> list[Store]:
 
 def queues(local: LocalQueue, immediate: ImmediateQueue, appengine: AppEngineQueue) -> list[Queue]:
     return [local, immediate, appengine]
+
+
+def mail_backends(
+    smtp: SMTPBackend,
+    appengine: AppEngineMailBackend,
+    console: ConsoleMailBackend,
+    file: FileMailBackend,
+    memory: MemoryMailBackend,
+) -> list[MailBackend]:
+    return [smtp, appengine, console, file, memory]

@@ -82,7 +82,7 @@ class AppEngineMailBackend:
     # -- the message as the API's fields -----------------------------------------
 
     def _convert(self, raw: bytes, envelope: Envelope) -> Any:
-        msg: EmailMessage = email.message_from_bytes(raw, policy=policy.default)  # type: ignore[assignment]
+        msg: EmailMessage = email.message_from_bytes(raw, policy=policy.default)
         wanted = set(envelope.recipients)
         fields: dict[str, Any] = {}
         sender = msg["From"]

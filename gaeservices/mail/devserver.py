@@ -83,15 +83,16 @@ class SMTPServerThread:
         loop = asyncio.new_event_loop()
         ready = threading.Event()
         failure: list[BaseException] = []
+        servers: list[Any] = []
 
         def run() -> None:
             asyncio.set_event_loop(loop)
 
             async def serve() -> None:
                 try:
-                    self._server = await loop.create_server(
+                    servers.append(await loop.create_server(
                         self._factory, self.host, self.port, ssl=self.ssl_context, reuse_address=True
-                    )
+                    ))
                 except BaseException as exc:
                     failure.append(exc)
                 finally:
@@ -111,7 +112,8 @@ class SMTPServerThread:
             self._thread.join()
             self._loop = self._thread = None
             raise failure[0]
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server = servers[0]
+        self.port = servers[0].sockets[0].getsockname()[1]
         return self
 
     def stop(self) -> None:

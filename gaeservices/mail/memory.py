@@ -35,8 +35,8 @@ class SentMail:
     @property
     def message(self) -> EmailMessage:
         if self._message is None:
-            self._message = email.message_from_bytes(self.raw, policy=policy.default)  # type: ignore[assignment]
-        return self._message  # type: ignore[return-value]
+            self._message = email.message_from_bytes(self.raw, policy=policy.default)
+        return self._message
 
     @property
     def subject(self) -> str:

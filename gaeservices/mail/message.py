@@ -224,7 +224,7 @@ def _addresses(values: AddressLike | Iterable[AddressLike] | None, field: str) -
     if isinstance(values, (str, Address)):  # one address; (name, addr) pairs go in a list
         values = [values]
     try:
-        items = list(values)  # type: ignore[arg-type]
+        items = list(values)
     except TypeError:
         raise InvalidMessageError(f"{field}: {values!r} is not an address or a list of them") from None
     parsed = []
@@ -424,7 +424,7 @@ def _modern(msg: Message) -> EmailMessage:
         raw = msg.as_bytes()
     except Exception as exc:  # compat32 refuses some injected headers while writing
         raise InvalidMessageError(f"the message cannot be written out: {exc}") from None
-    return email.message_from_bytes(raw, _class=EmailMessage, policy=POLICY)  # type: ignore[return-value]
+    return email.message_from_bytes(raw, _class=EmailMessage, policy=POLICY)
 
 
 def prepare_message(
@@ -446,7 +446,7 @@ def prepare_message(
         found = msg.get("Sender") or msg.get("From")
         if found is None:
             raise InvalidMessageError("the message has no From header, and no sender was given")
-        addresses = getattr(found, "addresses", ())
+        addresses: tuple[Address, ...] = getattr(found, "addresses", ())
         if len(addresses) != 1:
             raise InvalidMessageError(f"the sender {str(found)!r} must be exactly one address")
         envelope_sender = _checked(addresses[0], str(found))

@@ -28,7 +28,7 @@ def readable(raw: bytes, envelope: Envelope | None = None, *, title: str = "mess
     if envelope is not None:
         lines.append(f"envelope: from <{envelope.sender}> to " + ", ".join(f"<{r}>" for r in envelope.recipients))
     try:
-        msg: EmailMessage = email.message_from_bytes(raw, policy=policy.default)  # type: ignore[assignment]
+        msg: EmailMessage = email.message_from_bytes(raw, policy=policy.default)
         for name, value in msg.items():
             lines.append(f"{name}: {value}")
         lines.append("")

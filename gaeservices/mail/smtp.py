@@ -329,13 +329,13 @@ class SMTPBackend:
     def _reap(self) -> None:
         """Close connections idle for ``idle`` seconds; end when none are left."""
         while True:
-            expired = []
+            expired: list[tuple[smtplib.SMTP, float]] = []
             with self._lock:
                 if not self._pool:
                     self._reaper = None
                     return
                 now = time.monotonic()
-                keep = []
+                keep: list[tuple[smtplib.SMTP, float]] = []
                 for connection, last_used in self._pool:
                     (expired if now - last_used >= self.idle else keep).append((connection, last_used))
                 self._pool = keep
