@@ -19,6 +19,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["gaeservices", "gaeservices.*"]),
+    package_data={"gaeservices": ["py.typed"]},  # PEP 561: type checkers read our hints
     install_requires=["WebOb>=1.8.8", "itsdangerous>=2.1", "pymemcache>=4.0,<4.1", "multipart>=1.2,<3"],
     extras_require={
         "appengine": APPENGINE,
@@ -43,6 +44,8 @@ setup(
                     "mypy>=2.4,<2.5",
                     "types-WebOb",
                     "types-waitress",
+                    # tests/test_installed.py builds the sdist and wheel
+                    "build>=1",
                     "hypothesis>=6",
                     "gunicorn>=22",  # the real WSGI server behind nginx and Apache in the tests
                     "cryptography>=41",  # throwaway certificates for the STARTTLS tests

@@ -437,14 +437,22 @@ def import_backend(path: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        top = (exc.name or "").split(".")[0]
-        extra = _EXTRA_FOR_MODULE.get(top)
-        if extra:
-            raise BackendUnavailableError(
-                f"{path} needs {exc.name!r}: pip install 'gaeservices[{extra}]'", name=exc.name
-            ) from exc
-        raise
+        unavailable = _unavailable(path, exc)
+        if unavailable is exc:
+            raise
+        raise unavailable from exc
     return getattr(module, attribute)
+
+
+def _unavailable(path: str, exc: ImportError) -> ImportError:
+    """``exc`` as a BackendUnavailableError naming the extra, if an extra provides the
+    missing module; else ``exc`` itself (a bug, not a missing install)."""
+    if isinstance(exc, BackendUnavailableError):
+        return exc
+    extra = _EXTRA_FOR_MODULE.get((exc.name or "").split(".")[0])
+    if extra is None:
+        return exc
+    return BackendUnavailableError(f"{path} needs {exc.name!r}: pip install 'gaeservices[{extra}]'", name=exc.name)
 
 
 def load_callable(path: str, variable: str = "callable") -> Callable[..., Any]:
@@ -579,8 +587,15 @@ class Services:
             if backend is None:
                 spec = self._specs[kind]
                 if isinstance(spec, BackendURL):
-                    cls = import_backend(BACKENDS[kind][spec.scheme].path)
-                    backend = cls.from_url(spec, self)
+                    path = BACKENDS[kind][spec.scheme].path
+                    cls = import_backend(path)
+                    try:  # a backend may import its driver when it is built
+                        backend = cls.from_url(spec, self)
+                    except ImportError as exc:
+                        unavailable = _unavailable(path, exc)
+                        if unavailable is exc:
+                            raise
+                        raise unavailable from exc
                 else:
                     backend = spec
                 self._backends[kind] = backend

@@ -34,6 +34,15 @@ def test_a_missing_driver_is_a_backend_unavailable_error_and_an_import_error(wit
     assert "pip install 'gaeservices[sql]'" in str(caught.value)
 
 
+def test_a_driver_a_backend_imports_when_built_names_the_extra_too(without_sqlalchemy, tmp_path):
+    # local:// imports SQLAlchemy only when it builds its engine, not at import.
+    services = Services(environ={}, secret_key=KEY, data_dir=str(tmp_path))
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'gaeservices\[sql\]'") as caught:
+        services.queue
+    assert caught.value.name == "sqlalchemy"
+    assert isinstance(caught.value.__cause__, ImportError)
+
+
 def _upload(path: str, fields: dict[str, str]) -> Request:
     boundary = "----b"
     body = b"".join(
