@@ -36,7 +36,7 @@ def test_every_registered_backend_is_covered():
     assert registered == set(URLS)
 
 
-@pytest.mark.parametrize("kind, scheme", sorted(URLS), ids="{0[0]}:{0[1]}".format)
+@pytest.mark.parametrize("kind, scheme", [pytest.param(*key, id=":".join(key)) for key in sorted(URLS)])
 def test_the_backend_keeps_its_contract(request, tmp_path, kind, scheme):
     url, needs = URLS[(kind, scheme)]
     for fixture in needs:
