@@ -5,7 +5,7 @@ with open("README.md", encoding="utf-8") as f:
 
 SQL = ["SQLAlchemy>=2.0", "psycopg[binary]>=3.1"]
 APPENGINE = ["appengine-python-standard>=1.1"]
-CELERY = ["celery>=5.3", "redis>=5"]
+CELERY = ["celery>=5.3,<6", "redis>=5"]  # 5.3: broker_connection_retry_on_startup; kombu global_keyprefix
 DJANGO = ["Django>=5.2"]
 MAIL = ["aiosmtpd>=1.4"]
 DEMO = ["waitress>=3"] + SQL + MAIL

@@ -103,7 +103,10 @@ def _split_host_port(item: str) -> tuple[str, int | None]:
 
 # scheme://user:PASSWORD@ -- up to the last "@", so a password holding a raw "@",
 # "#" or "/" (which URL parsing would split elsewhere) is still hidden whole.
-_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#]*:)(.*)@", re.DOTALL)
+# A URL may nest another (celery://amqp://user:PASSWORD@...): the password is the
+# innermost URL's, after its user name.
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*://"
+_PASSWORD = re.compile(rf"^((?:{_SCHEME})+(?!{_SCHEME})[^:/@?#]*:)(.*)@", re.DOTALL)
 
 
 def _redact(url: str) -> str:
@@ -202,6 +205,44 @@ def _smtp(url: BackendURL) -> None:
         raise ValueError("a password needs a user name")
 
 
+_CELERY_BROKERS = ("amqp", "amqps", "pyamqp", "redis", "rediss")
+_CELERY_OPTIONS = frozenset({"prefix", "max_payload", "tombstone", "hold", "visibility_timeout"})
+
+
+def _celery(url: BackendURL) -> None:
+    """celery://BROKER-URL: the broker's own URL follows the scheme, whole."""
+    inner = url.url[len("celery://"):].partition("?")[0]
+    scheme, sep, _ = inner.partition("://")
+    if not sep:
+        raise ValueError("the broker's URL follows celery://, as in celery://redis://127.0.0.1:6379/0")
+    if scheme not in _CELERY_BROKERS:
+        raise ValueError(f"unsupported broker {scheme!r}: use amqp:// (RabbitMQ) or redis://")
+    broker = BackendURL(inner)
+    if not broker.hosts:
+        raise ValueError("the broker URL has no host")
+    if len(broker.hosts) > 1:
+        raise ValueError("give one broker host")
+    if scheme.startswith("redis") and broker.path.strip("/") and not broker.path.strip("/").isdigit():
+        raise ValueError(f"a Redis database is a number (redis://host:6379/0), not {broker.path[1:]!r}")
+    for name, value in url.options.items():
+        if name.startswith("ssl_"):  # the broker's TLS settings (kombu reads them)
+            continue
+        if name not in _CELERY_OPTIONS:
+            raise ValueError(
+                f"unknown option {name}; accepted: {', '.join(sorted(_CELERY_OPTIONS))} and the broker's ssl_*"
+            )
+        if name == "visibility_timeout" and not scheme.startswith("redis"):
+            raise ValueError("visibility_timeout is a Redis broker's setting (RabbitMQ requeues at once)")
+        if name == "prefix" and not re.fullmatch(r"[A-Za-z0-9._-]*", value):
+            raise ValueError(f"prefix={value!r} may hold letters, digits, '.', '_' and '-' only")
+        check = _OPTION_CHECKS.get(name)
+        if check is not None and value != "":
+            try:
+                check(value)
+            except ValueError as problem:
+                raise ValueError(f"{name}={value!r} {problem}") from None
+
+
 _CACHE_OPTIONS = frozenset({"key_prefix", "default_timeout", "max_item_size"})
 _SQL_OPTIONS = frozenset({"busy_timeout_ms", "pool_size", "max_overflow", "table_prefix"})
 
@@ -271,6 +312,8 @@ _OPTION_CHECKS: dict[str, Callable[[str], Any]] = {
     "retry_delay": _seconds,
     "tombstone": _seconds,
     "lease": _positive_seconds,
+    "hold": _positive_seconds,
+    "visibility_timeout": _positive_seconds,
     "default_timeout": _timeout,
     "key_prefix": _key_prefix,
     "max_item_size": _size,
@@ -333,6 +376,14 @@ BACKENDS: dict[str, dict[str, Backend]] = {
             "appengine://",
             _nothing_else,
             frozenset({"max_payload"}),
+        ),
+        # The broker's URL (and its ssl_* options) ride inside: _celery checks the query.
+        "celery": Backend(
+            "gaeservices.tasks.celery:CeleryQueue",
+            "celery://amqp://user:password@host:5672/vhost or celery://redis://[:password@]host:6379/db"
+            "[?prefix=P&max_payload=BYTES&tombstone=S&hold=S&visibility_timeout=S]",
+            _celery,
+            None,
         ),
     },
 }

@@ -96,6 +96,10 @@ class TaskAlreadyExistsError(TaskError):
     """A task of that name is queued, or finished within the name's tombstone period."""
 
 
+class QueueUnavailableError(TaskError):
+    """The queue's broker could not be reached in time; the task was not queued."""
+
+
 class UnsupportedTaskOptionError(TaskError):
     """The queue backend cannot honour an option (``_transactional`` off App Engine)."""
 

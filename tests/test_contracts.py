@@ -28,6 +28,7 @@ URLS = {
     ("queue", "local"): ("local://", ()),
     ("queue", "immediate"): ("immediate://", ()),
     ("queue", "appengine"): ("appengine://", ("testbed",)),
+    ("queue", "celery"): ("celery://redis://127.0.0.1:6379/0", ()),  # built, not connected
 }
 
 

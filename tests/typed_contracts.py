@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from gaeservices.store.datastore import DatastoreStore
     from gaeservices.store.sql import SQLStore
     from gaeservices.tasks.appengine import AppEngineQueue
+    from gaeservices.tasks.celery import CeleryQueue
     from gaeservices.tasks.immediate import ImmediateQueue
     from gaeservices.tasks.local import LocalQueue
     from gaeservices.tasks.queue import Queue
@@ -52,8 +53,10 @@ def stores(sql: SQLStore, datastore: DatastoreStore) -> list[Store]:
     return [sql, datastore]
 
 
-def queues(local: LocalQueue, immediate: ImmediateQueue, appengine: AppEngineQueue) -> list[Queue]:
-    return [local, immediate, appengine]
+def queues(
+    local: LocalQueue, immediate: ImmediateQueue, appengine: AppEngineQueue, celery: CeleryQueue
+) -> list[Queue]:
+    return [local, immediate, appengine, celery]
 
 
 def mail_backends(
