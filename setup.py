@@ -55,6 +55,8 @@ setup(
                     "huey>=2.5",
                     "whitenoise>=6",
                     "Werkzeug>=3",
+                    # a real multi-process server for the session tests
+                    "gunicorn>=21",
                 ]
             )
         ),

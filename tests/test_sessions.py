@@ -329,7 +329,8 @@ def test_nothing_is_pickled(make, memcached):
     raw = Raw((memcached.host, memcached.port)).get(middleware.backend.prefix + sid)
     assert raw is not None
     head, body = raw.split(b"\n", 1)
-    created, accessed, refreshed = (int(t) for t in head.split(b" "))  # milliseconds
+    version, created, accessed, refreshed = (int(t) for t in head.split(b" "))  # times in ms
+    assert version == 1
     assert created <= accessed == refreshed
     assert abs(accessed / 1000 - time.time()) < 60
     assert json.loads(body) == {"name": "alice", "items": [1, 2]}
@@ -465,7 +466,8 @@ def test_cached_db_change_is_one_store_transaction_and_one_cache_write(make, mem
     before = memcached_calls(memcached)
     response = client.request(incr("n"))
     assert response.data == {"n": 2}
-    assert response.set_cookie is None  # the cookie is current: refreshed once per interval
+    # the cookie is sent again: it carries the version of the record just written
+    assert response.set_cookie.split(";")[0].split(".")[1] == "2"
     assert delta(before, memcached_calls(memcached)) == {"cmd_get": 1, "cmd_set": 1}  # gets + cas
     assert statements.writes == 1  # one UPDATE, in one transaction
     # and the cache now holds the new record: the next read is a hit
@@ -509,36 +511,60 @@ def test_reading_an_empty_new_session_writes_nothing(make, memcached, mode):
 # --- lifetimes -------------------------------------------------------------------------
 
 
+class Clock:
+    """Seconds since the epoch that a test moves forward by hand."""
+
+    def __init__(self):
+        self.now = time.time()
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_idle_refresh_is_written_at_most_once_per_interval(make, memcached, mode):
-    middleware = make(mode, max_age=60, refresh_interval=1)
+    clock = Clock()
+    middleware = make(mode, max_age=60, refresh_interval=10, clock=clock)
     client = Client(middleware)
     client.request(put(n=1))
     assert client.request(read).set_cookie is None
-    time.sleep(1.1)
+    clock.advance(9.9)
+    assert client.request(read).set_cookie is None
+    clock.advance(0.2)
     refreshed = client.request(read)
     assert refreshed.set_cookie is not None and "Max-Age=60" in refreshed.set_cookie
     assert client.request(read).set_cookie is None
+    clock.advance(5)
     assert client.request(read).set_cookie is None
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_idle_expiry(make, mode):
-    client = Client(make(mode, max_age=1))
+    clock = Clock()
+    client = Client(make(mode, max_age=100, clock=clock))
     client.request(put(n=1))
+    clock.advance(99)
+    assert client.request(lambda s: None).data == {"n": 1}  # used: the idle time starts again
+    clock.advance(99)
     assert client.request(lambda s: None).data == {"n": 1}
-    time.sleep(2.1)
+    clock.advance(101)
     assert client.request(lambda s: None).data == {}
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_absolute_lifetime_ends_even_an_active_session(make, mode):
-    client = Client(make(mode, max_age=60, absolute_lifetime=2, refresh_interval=0))
+    clock = Clock()
+    client = Client(make(mode, max_age=600, absolute_lifetime=200, refresh_interval=0, clock=clock))
     response = client.request(put(n=1))
-    assert "Max-Age=2" in response.set_cookie  # the cookie never outlives the session
-    time.sleep(1.1)
-    assert client.request(incr("n")).data == {"n": 2}
-    time.sleep(1.1)
+    assert "Max-Age=200" in response.set_cookie  # the cookie never outlives the session
+    clock.advance(110)
+    response = client.request(incr("n"))
+    assert response.data == {"n": 2}
+    assert "Max-Age=90" in response.set_cookie
+    clock.advance(91)
     assert client.request(lambda s: None).data == {}
 
 
@@ -575,9 +601,8 @@ def test_every_key_verifies_and_the_newest_signs(make, tmp_path, memcached, sqli
     rotated_services = services("new-key-signing-key-for-the-test-suite,old-key-signing-key-for-the-test-suite")
     rotated = Client(make(services=rotated_services), cookie=old.cookie)
     assert rotated.request(incr("n")).data == {"n": 2}  # the old cookie still verifies
-    assert rotated_services.signer("gaeservices.session").verify_signature(
-        rotated.cookie.split(".")[0].encode(), rotated.cookie.split(".")[1].encode()
-    )
+    payload, _, signature = rotated.cookie.rpartition(".")  # "<id>.<version>.<signature>"
+    assert rotated_services.signer("gaeservices.session").verify_signature(payload.encode(), signature.encode())
     new_only = Client(make(services=services("new-key-signing-key-for-the-test-suite")), cookie=rotated.cookie)
     assert new_only.request(lambda s: None).data == {"n": 2}  # re-signed with the newest key
 
@@ -1044,3 +1069,295 @@ def test_process_default_services(monkeypatch, tmp_path):
         assert client.request(lambda s: None).data == {"n": 1}
     finally:
         set_services(previous)
+
+
+# --- what the middleware adds to the response ------------------------------------------
+
+
+def test_a_file_wrapper_response_reaches_the_server_untouched(make, tmp_path):
+    """Behind the middleware, the server still sees its own wsgi.file_wrapper
+    object, so it can send the file with sendfile; the session is saved."""
+    from wsgiref.util import FileWrapper
+
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"x" * 1000)
+    sent = {}
+
+    def files(environ, start_response):
+        session = environ["gaeservices.session"]
+        session["downloads"] = session.get("downloads", 0) + 1
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        sent["wrapper"] = environ["wsgi.file_wrapper"](open(path, "rb"))
+        return sent["wrapper"]
+
+    services = make().services
+    middleware = SessionMiddleware(files, services=services)  # no validator: it would wrap the body
+    cookie = None
+    for expected in (1, 2):
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.file_wrapper": FileWrapper}
+        wsgiref.util.setup_testing_defaults(environ)
+        if cookie:
+            environ["HTTP_COOKIE"] = cookie
+        headers = {}
+        result = middleware(environ, lambda status, h, exc_info=None: headers.update(h))
+        assert result is sent["wrapper"]
+        assert b"".join(result) == b"x" * 1000
+        result.close()
+        cookie = headers["Set-Cookie"].split(";")[0]
+        assert Client(make(services=services), cookie=cookie.split("=", 1)[1]).request(
+            lambda s: None
+        ).data == {"downloads": expected}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_response_that_read_or_set_the_session_is_private(make, mode):
+    client = Client(make(mode))
+    created = client.request(put(n=1))
+    assert created.set_cookie is not None
+    assert created.header("Cache-Control") == ["private"]
+    read_only = client.request(read)
+    assert read_only.set_cookie is None
+    assert read_only.header("Cache-Control") == ["private"]
+    logged_out = client.request(lambda s: s.invalidate())
+    assert "Max-Age=0" in logged_out.set_cookie
+    assert logged_out.header("Cache-Control") == ["private"]
+    assert client.request().header("Cache-Control") == []  # untouched: the app's own headers
+
+
+def test_the_applications_own_cache_control_is_kept(make):
+    def chooses(environ, start_response):
+        environ["gaeservices.session"]["x"] = 1
+        start_response("200 OK", [("Content-Type", "text/plain"), ("cache-control", "no-store")])
+        return [b"ok"]
+
+    response = Client(make(inner=chooses)).request()
+    assert response.set_cookie is not None
+    assert response.header("Cache-Control") == ["no-store"]
+    assert response.header("Vary") == ["Cookie"]
+
+
+def test_an_error_response_that_read_the_session_is_private_too(make):
+    import sys
+
+    def failing(environ, start_response):
+        environ["gaeservices.session"].get("n")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"error"]
+
+    client = Client(make())
+    client.request(put(n=1))
+    response = Client(make(inner=failing), cookie=client.cookie).request()
+    assert response.header("Cache-Control") == ["private"]
+
+
+# --- the record's JSON -------------------------------------------------------------------
+
+
+def test_the_json_fast_paths_are_cpythons_and_agree_with_the_json_module():
+    """The session record uses CPython's private C encoder and scanner
+    (json.encoder.c_make_encoder, json.scanner.c_make_scanner). This fails loudly
+    when a CPython release moves or changes them, rather than letting the
+    session fall back to the slower public API unnoticed."""
+    import platform
+
+    from gaeservices.sessions import session as module
+
+    if platform.python_implementation() == "CPython":
+        assert module.FAST_ENCODER, "json.encoder.c_make_encoder is gone or changed"
+        assert module.FAST_SCANNER, "json.scanner.c_make_scanner is gone or changed"
+        assert type(module._encoder).__module__ == "_json"
+    values = [
+        {}, {"a": 1}, {"é": "漢字\U0001f600\n\t\"\\"}, {"n": [1, -2, 3.25, 1e300, 10**30, True, False, None]},
+        {"nested": {"deep": [{"x": []}, {}]}}, {"": ""}, {"ctrl": "\x00\x1f\x7f\u2028"},
+    ]  # fmt: skip
+    for value in values:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        assert module._dumps(value) == text
+        assert module._scan(text, 0) == (value, len(text))
+    with pytest.raises(ValueError):
+        module._dumps({"x": float("nan")})
+    with pytest.raises(TypeError):
+        module._dumps({"x": object()})
+
+
+# --- cached_db: the store is the truth, whatever the cache does ----------------------------
+#
+# "Workers" below are middlewares with Services of their own: each has its own
+# memcached connections and retry delay, as the processes of a server have,
+# over one real memcached and one SQLite store.
+
+
+@pytest.fixture
+def workers(private_memcached, tmp_path, sqlite_url):
+    built = []
+
+    def worker(cache=None, **options):
+        services = Services(
+            secret_key="k-signing-key-for-the-test-suite",
+            data_dir=str(tmp_path),
+            cache=cache or private_memcached.url + "?timeout=0.2&connect_timeout=0.2&retry_delay=3600",
+            store=sqlite_url,
+            environ={},
+        )
+        built.append(services)
+        return SessionMiddleware(validator(app), services=services, **options)
+
+    yield worker
+    for services in built:
+        services.close()
+
+
+def _open_retry_window(private_memcached, middleware):
+    """Make one worker see memcached fail (a stall), so that it leaves memcached
+    alone for its retry delay, while the others still use it."""
+    private_memcached.pause()
+    try:
+        assert middleware.services.cache.get("probe", "missed") == "missed"
+    finally:
+        private_memcached.resume()
+
+
+def _via(worker, browser, action=None):
+    """One request of ``browser`` (its cookie jar) served by ``worker``."""
+    sent = Client(worker, cookie=browser.cookie)
+    response = sent.request(action)
+    browser.cookie = sent.cookie
+    return response
+
+
+def test_a_write_the_cache_missed_is_never_hidden_by_its_old_copy(private_memcached, workers):
+    a, b = workers(), workers()
+    browser = Client(a)
+    browser.request(put(n=1))
+    assert _via(b, browser, lambda s: None).data == {"n": 1}  # cached
+    _open_retry_window(private_memcached, b)
+    # b writes the store but cannot update the cache, which keeps n=1 ...
+    assert _via(b, browser, incr("n")).data == {"n": 2}
+    assert _via(b, browser, incr("n")).data == {"n": 3}
+    # ... and a, whose memcached works, must not serve that old copy or merge onto it.
+    assert _via(a, browser, lambda s: None).data == {"n": 3}
+    assert _via(a, browser, incr("n")).data == {"n": 4}
+    assert _via(b, browser, incr("n")).data == {"n": 5}
+    assert a.services.store.get("gaesession:" + browser.cookie.split(".")[0]).endswith(b'{"n":5}')
+    assert _via(a, browser, incr("n")).data == {"n": 6}
+    # the cache was brought forward: a read is one memcached get again
+    before = memcached_calls(private_memcached)
+    assert _via(a, browser, lambda s: None).data == {"n": 6}
+    assert delta(before, memcached_calls(private_memcached)) == {"cmd_get": 1}
+
+
+def test_a_logout_in_a_workers_retry_window_holds_on_every_worker(private_memcached, workers):
+    a, b = workers(), workers()
+    client = Client(a)
+    client.request(put(user="alice"))
+    old_cookie = client.cookie
+    assert Client(a, cookie=old_cookie).request(lambda s: None).data == {"user": "alice"}  # cached
+    _open_retry_window(private_memcached, b)
+    on_b = Client(b, cookie=old_cookie)
+    assert "Max-Age=0" in on_b.request(lambda s: s.invalidate()).set_cookie
+    for worker in (a, b, workers()):
+        assert Client(worker, cookie=old_cookie).request(lambda s: None).data == {}
+
+
+def test_a_login_in_a_workers_retry_window_ends_the_old_id_everywhere(private_memcached, workers):
+    a, b = workers(), workers()
+    planted = Client(a)
+    planted.request(put(cart=[1]))  # an id an attacker could have planted
+    old_cookie = planted.cookie
+    _open_retry_window(private_memcached, b)
+    victim = Client(b, cookie=old_cookie)
+    victim.request(lambda s: (s.cycle_key(), s.__setitem__("user", "alice")))
+    assert victim.cookie.split(".")[0] != old_cookie.split(".")[0]
+    assert Client(a, cookie=victim.cookie).request(lambda s: None).data == {"cart": [1], "user": "alice"}
+    assert Client(a, cookie=old_cookie).request(lambda s: None).data == {}
+
+
+def test_a_logout_during_a_stall_waits_for_memcached_and_then_holds(private_memcached, workers):
+    a = workers()
+    client = Client(a)
+    client.request(put(user="alice"))
+    old_cookie = client.cookie
+    assert Client(a, cookie=old_cookie).request(lambda s: None).data == {"user": "alice"}
+    private_memcached.pause()
+    resume = threading.Timer(0.6, private_memcached.resume)
+    resume.start()
+    try:
+        response = client.request(lambda s: s.invalidate())  # waits until memcached runs again
+    finally:
+        resume.join()
+        private_memcached.resume()
+    assert "Max-Age=0" in response.set_cookie
+    a.services.cache.retry_now()
+    assert Client(a, cookie=old_cookie).request(lambda s: None).data == {}
+
+
+def test_a_logout_memcached_never_confirms_fails_and_can_be_retried(private_memcached, workers):
+    a = workers(invalidate_wait=0.3)
+    client = Client(a)
+    client.request(put(user="alice"))
+    old_cookie = client.cookie
+    private_memcached.pause()
+    try:
+        with pytest.raises(SessionError, match="logout is not complete"):
+            client.request(lambda s: s.invalidate())
+    finally:
+        private_memcached.resume()
+    a.services.cache.retry_now()
+    # The request failed: its user retries. The store has ended the session
+    # already; the retry still ends the id in the cache.
+    assert "Max-Age=0" in Client(a, cookie=old_cookie).request(lambda s: s.invalidate()).set_cookie
+    assert Client(a, cookie=old_cookie).request(lambda s: None).data == {}
+
+
+def test_a_delayed_write_from_a_stall_never_moves_the_cache_backwards(private_memcached, workers):
+    """Commands sent to a stalled memcached run when it resumes, after the
+    client gave up on them: a stale refill landing late must not hide a
+    newer write or an ended session."""
+    from pymemcache.client.base import Client as Raw
+
+    a = workers()
+    client = Client(a)
+    client.request(put(n=1))
+    key = "gaesession:" + client.cookie.split(".")[0]
+    raw = Raw((private_memcached.host, private_memcached.port), default_noreply=False)
+    old_record, _ = raw.gets(key)
+    assert client.request(incr("n")).data == {"n": 2}
+    # A late refill of the old record (add) and a late blind write cannot land
+    # over the newer copy; a client whose cookie saw version 2 never gets version 1.
+    assert raw.add(key, old_record) is False
+    raw.delete(key)
+    assert raw.add(key, old_record) is True  # evicted, then refilled late with the old copy
+    assert client.request(lambda s: None).data == {"n": 2}
+    assert raw.get(key).endswith(b'{"n":2}')  # and the cache was brought forward
+    # after a logout, the tombstone stops any late refill of the old record
+    old_cookie = client.cookie
+    client.request(lambda s: s.invalidate())
+    assert raw.add(key, old_record) is False
+    assert Client(a, cookie=old_cookie).request(lambda s: None).data == {}
+    raw.close()
+
+
+def test_a_process_local_cache_is_never_trusted_over_the_store(tmp_path, sqlite_url):
+    """The embedded defaults (memory:// cache, SQLite store, cached_db) with
+    several workers: each has its own in-process cache, none is trusted."""
+
+    def worker():
+        services = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path),
+                            store=sqlite_url, environ={})
+        assert services.cache.shared is False
+        return SessionMiddleware(validator(app), services=services)
+
+    a, b = worker(), worker()
+    client = Client(a)
+    client.request(put(n=0, user="alice"))
+    for i in range(1, 7):
+        client.middleware = client.wsgi = None
+        client = Client((a, b)[i % 2], cookie=client.cookie)
+        assert client.request(incr("n")).data == {"n": i, "user": "alice"}
+    old_cookie = client.cookie
+    Client(a, cookie=old_cookie).request(lambda s: s.invalidate())
+    assert Client(b, cookie=old_cookie).request(lambda s: None).data == {}
+    assert a.services.cache.stats()["items"] == 0  # nothing was put in it

@@ -32,6 +32,7 @@ ENVIRON_KEY = "gaeservices.session"
 
 _SALT = "gaeservices.session"
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{24}").fullmatch
+_VERSION = re.compile(r"[0-9]{1,19}").fullmatch
 _VERIFIED_MAX = 10_000
 _SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
@@ -69,6 +70,13 @@ class SessionMiddleware:
         :class:`~gaeservices.exceptions.SessionTooLargeError`.
     ``key_prefix``
         Prefix of the session records' keys in the cache and the store.
+    ``invalidate_wait``
+        Seconds :meth:`Session.invalidate` and :meth:`Session.cycle_key` keep
+        trying to record the end of the old id in a cache that does not answer
+        (a stalled memcached) before they raise ``SessionError``.
+    ``clock``
+        Seconds since the epoch (``time.time``); tests pass their own to move
+        through lifetimes without waiting.
     """
 
     def __init__(
@@ -89,6 +97,8 @@ class SessionMiddleware:
         max_size: int = 64 * 1024,
         key_prefix: str = "gaesession:",
         environ_key: str = ENVIRON_KEY,
+        invalidate_wait: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if mode not in MODES:
             raise ConfigurationError(f"session mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -100,6 +110,8 @@ class SessionMiddleware:
             raise ConfigurationError("absolute_lifetime must be positive, or None")
         if max_size <= 0:
             raise ConfigurationError("max_size must be positive")
+        if not invalidate_wait >= 0:
+            raise ConfigurationError("invalidate_wait must be a number of seconds >= 0")
         if samesite is not None:
             if samesite.lower() not in _SAMESITE:
                 raise ConfigurationError(f"samesite must be Lax, Strict, None or None, not {samesite!r}")
@@ -124,7 +136,14 @@ class SessionMiddleware:
         self.refresh_ms = round(self.refresh_interval * 1000)
         self.max_size = max_size
         self.environ_key = environ_key
-        self.backend = MODES[mode](self.services, prefix=key_prefix, max_age=self.max_age)
+        self.clock = clock
+        self.backend = MODES[mode](
+            self.services, prefix=key_prefix, max_age=self.max_age, invalidate_wait=invalidate_wait
+        )
+        # In cached_db mode the cookie carries the record's version, so a cache
+        # copy older than what the client last received is never served to it:
+        # every write sends the cookie again (docs/sessions.md, "Cache faults").
+        self.cookie_carries_writes = mode == "cached_db"
         self.signer = self.services.signer(_SALT)
         # Built once: every Set-Cookie ends with the same attributes.
         flags = f"; Path={path}"
@@ -136,15 +155,16 @@ class SessionMiddleware:
             flags += f"; SameSite={samesite}"
         self._flags = flags
         self._cookie_marker = cookie_name + "="
-        # Cookie values already verified -> their session id: an HMAC is the
+        # Cookie values already verified (or signed here) -> their session id,
+        # version and whether the newest key signed them: an HMAC is the
         # largest cost of a read, and the same cookie comes back request after
         # request. Only exact, previously verified strings are found here.
-        self._verified: dict[str, tuple[str, bool]] = {}
+        self._verified: dict[str, tuple[str, int, bool]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         session = Session(self, environ, start_response)
         environ[self.environ_key] = session
-        result = self.app(environ, session.start_response)
+        result: Iterable[bytes] = self.app(environ, session.start_response)
         if session._responded:
             if not session._loaded:
                 return result  # untouched: nothing to do
@@ -153,18 +173,25 @@ class SessionMiddleware:
                 # the changes made after start_response are saved now.
                 session.finish()
                 return result
+            wrapper = environ.get("wsgi.file_wrapper")
+            if isinstance(wrapper, type) and isinstance(result, wrapper):
+                # A file for the server to send (sendfile): it runs no
+                # application code either, and must reach the server as it is.
+                session.finish()
+                return result
         # The session may still change while the body is produced (a generator
         # application runs only when iterated): save at close.
         return _Closing(result, session)
 
     # -- cookies -------------------------------------------------------------
 
-    def session_id(self, environ: dict[str, Any]) -> tuple[str, bool] | None:
-        """The verified session id from the request's cookie, and whether the
-        newest key signed it (if not, the cookie is re-signed); or None."""
+    def session_id(self, environ: dict[str, Any]) -> tuple[str, int, bool] | None:
+        """The verified session id from the request's cookie, the record
+        version the cookie carries (0 when none), and whether the newest key
+        signed it (if not, the cookie is re-signed); or None."""
         return self.verified_id(environ.get("HTTP_COOKIE"))
 
-    def verified_id(self, header: str | None) -> tuple[str, bool] | None:
+    def verified_id(self, header: str | None) -> tuple[str, int, bool] | None:
         """:meth:`session_id` from the ``Cookie`` header itself."""
         if not header or self._cookie_marker not in header:
             return None
@@ -182,23 +209,33 @@ class SessionMiddleware:
             if known is not None:
                 return known
             try:
-                sid = self.signer.unsign(value).decode("ascii")
+                payload = self.signer.unsign(value).decode("ascii")
             except BadSignature:  # forged, altered, truncated or unsigned: not a session
                 logger.debug("session cookie with a bad signature ignored: %.40r", value)
                 continue
-            if _SESSION_ID(sid):
+            # "<id>.<version>" (cached_db) or "<id>" (other modes, older cookies)
+            sid, dot, version = payload.partition(".")
+            if _SESSION_ID(sid) and (not dot or _VERSION(version)):
                 if len(self._verified) >= _VERIFIED_MAX:
                     self._verified.clear()
-                known = self._verified[value] = (sid, self.signer.sign(sid).decode("ascii") == value)
+                current = self.signer.sign(payload).decode("ascii") == value
+                known = self._verified[value] = (sid, int(version or 0), current)
                 return known
             logger.debug("session cookie with a malformed id ignored")
         return None
 
-    def cookie(self, https: bool, sid: str, ttl: int) -> str:
-        """The Set-Cookie value that gives the client session ``sid`` for ``ttl``
-        seconds, on a request that came over https or not."""
-        value = self.signer.sign(sid).decode("ascii")
-        expires = formatdate(time.time() + ttl, usegmt=True)
+    def cookie(self, https: bool, sid: str, version: int, ttl: int) -> str:
+        """The Set-Cookie value that gives the client session ``sid`` (whose
+        record is at ``version``) for ``ttl`` seconds, on a request that came
+        over https or not."""
+        if self.cookie_carries_writes:
+            value = self.signer.sign(f"{sid}.{version}").decode("ascii")
+            if len(self._verified) >= _VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[value] = (sid, version, True)
+        else:
+            value = self.signer.sign(sid).decode("ascii")
+        expires = formatdate(self.clock() + ttl, usegmt=True)
         return f"{self.cookie_name}={value}; Max-Age={ttl}; Expires={expires}{self._flags}{self._secure(https)}"
 
     def expired_cookie(self, https: bool) -> str:

@@ -7,13 +7,17 @@ the request the session writes only if something changed, and then only the
 keys that changed, merged atomically into the stored record, so two overlapping
 requests that change different keys both keep their change.
 
-A record is one line of three times, then the data as a JSON object::
+A record is one line of its version and three times, then the data as a JSON
+object::
 
-    <created> <last written> <last refreshed>\n{"key":"value",…}
+    <version> <created> <last written> <last refreshed>\n{"key":"value",…}
 
-The times are integer milliseconds since the epoch, so that the common work of
-a request (read the times, check the lifetimes, write new ones) costs no float
-formatting and no JSON beyond the data itself.
+The version is raised by one in every write, inside the store's atomic update,
+so of two copies of a record the newer is decidable (see
+:mod:`gaeservices.sessions.persistence`). The times are integer milliseconds
+since the epoch, so that the common work of a request (read the times, check
+the lifetimes, write new ones) costs no float formatting and no JSON beyond
+the data itself.
 
 Values are checked when they are set: what JSON cannot hold faithfully
 (objects, NaN, dicts with non-string keys) raises ``TypeError`` naming the key,
@@ -24,14 +28,15 @@ detected at the end of the request by comparing their JSON.
 from __future__ import annotations
 
 import json
+import json.scanner
 import logging
 import math
 import secrets
-import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import SessionTooLargeError
+from .persistence import _SLACK
 
 if TYPE_CHECKING:
     from .middleware import SessionMiddleware
@@ -41,32 +46,52 @@ __all__ = ["Session", "new_session_id"]
 logger = logging.getLogger("gaeservices.sessions")
 
 _DELETED: Any = object()
-# Records outlive their cookie by a second: memcached's clock ticks in whole
-# seconds, and the lifetimes are enforced on load from the record's own times.
-_SLACK = 1
-# Bytes of a record besides its data's JSON: three 13-digit times and separators.
-_HEAD_SIZE = 3 * 14
+# Bytes of a record besides its data's JSON: a version of up to 20 digits,
+# three 13-digit times and separators.
+_HEAD_SIZE = 21 + 3 * 14
 _VARY = ("Vary", "Cookie")
+_PRIVATE = ("Cache-Control", "private")
 
 
 def _not_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON data")
 
 
-def _make_encoder() -> Any:
-    """Compact JSON, NaN refused, as a function returning the chunks to join.
+_JSON_SAMPLE: Any = {"a": [1, -2.5, True, None, "é\n\U0001f600"], "b": {}, "": 10**20}
+_JSON_SAMPLE_TEXT = json.dumps(_JSON_SAMPLE, separators=(",", ":"), allow_nan=False)
+# CPython's C accelerators of the json module are private (json.encoder.c_make_encoder,
+# json.scanner.c_make_scanner): each is used only if it exists, accepts the call
+# made here and gives exactly what the public API gives on a sample; otherwise
+# the public API is used. tests/test_sessions.py fails if CPython stops
+# providing them, so the slower path is never taken silently.
+
+
+def _public_encoder() -> Callable[[Any, int], Any]:
+    iterencode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).iterencode
+    return lambda value, _level: iterencode(value)
+
+
+def _make_encoder() -> tuple[Callable[[Any, int], Any], bool]:
+    """Compact JSON, NaN refused, as a function returning the chunks to join,
+    and whether it is CPython's C encoder.
 
     The C encoder is built once rather than per call (``JSONEncoder.encode``
     builds it anew every time, a third of its cost).
     """
     make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        iterencode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).iterencode
-        return lambda value, _level: iterencode(value)
-    return make(None, _not_json, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
+    if make is not None:
+        try:
+            encoder = make(
+                None, _not_json, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+            )
+            if "".join(encoder(_JSON_SAMPLE, 0)) == _JSON_SAMPLE_TEXT:
+                return encoder, True
+        except Exception:  # a changed private signature: use the public API
+            pass
+    return _public_encoder(), False
 
 
-_encoder = _make_encoder()
+_encoder, FAST_ENCODER = _make_encoder()
 _join = "".join
 
 
@@ -74,34 +99,46 @@ def _dumps(value: Any) -> str:
     return _join(_encoder(value, 0))
 
 
-def _make_scan() -> Any:
-    """The JSON scanner itself: ``JSONDecoder.decode`` wraps it in two Python
-    calls and a regular expression for whitespace, which compact records lack."""
+def _make_scan() -> tuple[Callable[[str, int], tuple[Any, int]], bool]:
+    """The JSON scanner itself, and whether it is CPython's C scanner:
+    ``JSONDecoder.decode`` wraps it in two Python calls and a regular
+    expression for whitespace, which compact records lack."""
     decoder = json.JSONDecoder()
-    make = getattr(json.scanner, "c_make_scanner", None) or json.scanner.py_make_scanner
-    return make(decoder)
+    make = getattr(json.scanner, "c_make_scanner", None)
+    if make is not None:
+        try:
+            scan = make(decoder)
+            if scan(_JSON_SAMPLE_TEXT, 0) == (_JSON_SAMPLE, len(_JSON_SAMPLE_TEXT)):
+                return scan, True
+        except Exception:
+            pass
+    fallback: Any = getattr(json.scanner, "py_make_scanner", json.scanner.make_scanner)
+    return fallback(decoder), False
 
 
-_scan = _make_scan()
+_scan, FAST_SCANNER = _make_scan()
 # What a record that is not one of ours raises while it is parsed.
 _UNREADABLE = (ValueError, TypeError, StopIteration)
 
 
-def _parse(raw: bytes) -> tuple[int, int, int, dict[str, Any]]:
-    """A record's created, accessed and refreshed times (ms) and its data.
+def _parse(raw: bytes) -> tuple[int, int, int, int, dict[str, Any]]:
+    """A record's version, created, accessed and refreshed times (ms) and its data.
 
-    Raises one of ``_UNREADABLE`` when ``raw`` is not a record.
+    Records written before versions (three times) read as version 0. Raises
+    one of ``_UNREADABLE`` when ``raw`` is not a record.
     """
     head, _, body = raw.partition(b"\n")
-    created, accessed, refreshed = head.split(b" ")
+    fields = head.split(b" ")
+    if len(fields) == 4:
+        version, created, accessed, refreshed = fields
+    else:
+        version = b"0"
+        created, accessed, refreshed = fields
     text = body.decode("utf-8")
     data, end = _scan(text, 0)
     if end != len(text) or type(data) is not dict:
         raise ValueError("not a session record")
-    return int(created), int(accessed), int(refreshed), data
-
-
-_time = time.time  # a record's times are int(_time() * 1000): milliseconds since the epoch
+    return int(version), int(created), int(accessed), int(refreshed), data
 
 def _size_bound(value: Any) -> int:
     """An upper bound of ``len(_dumps(value))``, without encoding scalars."""
@@ -117,6 +154,29 @@ def _size_bound(value: Any) -> int:
     if kind is float:
         return 24
     return len(_dumps(value))
+
+
+def _private(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` for a response that depends on the session: ``Vary: Cookie``,
+    and ``Cache-Control: private`` unless the application chose its own, so no
+    shared cache stores it (a Set-Cookie above all) for other clients."""
+    vary = control = -1
+    for i, (name, _) in enumerate(headers):
+        size = len(name)
+        if size == 4 and name.lower() == "vary":
+            vary = i
+        elif size == 13 and name.lower() == "cache-control":
+            control = i
+    headers = list(headers)
+    if vary < 0:
+        headers.append(_VARY)
+    else:
+        name, value = headers[vary]
+        if "cookie" not in value.lower() and value.strip() != "*":
+            headers[vary] = (name, value + ", Cookie")
+    if control < 0:
+        headers.append(_PRIVATE)
+    return headers
 
 
 def new_session_id() -> str:
@@ -163,10 +223,35 @@ class Session(MutableMapping[str, Any]):
 
     __slots__ = (
         "_mw", "_cookie_header", "_https", "_start_response", "_loaded", "_responded",
-        "_sid", "_cookie", "_raw", "_token", "_data", "_created", "_accessed",
+        "_sid", "_cookie_sid", "_raw", "_token", "_data", "_version", "_created", "_accessed",
         "_changed", "_cleared", "_snapshots", "_size", "_cycle", "_expire_cookie",
         "_saved", "_refreshed", "_resign", "_pending",
     )  # fmt: skip
+
+    _mw: SessionMiddleware
+    _cookie_header: str | None
+    _https: bool
+    _start_response: Callable[..., Any]
+    _loaded: bool
+    _responded: bool
+    _sid: str | None
+    _cookie_sid: str | None
+    _raw: bytes | None
+    _token: Any
+    _data: dict[str, Any]
+    _version: int
+    _created: int
+    _accessed: int
+    _refreshed: int
+    _changed: dict[str, Any]
+    _cleared: bool
+    _snapshots: dict[str, str]
+    _size: int
+    _cycle: bool
+    _expire_cookie: bool
+    _saved: bool
+    _resign: bool
+    _pending: tuple[dict[str, Any], int, int]
 
     def __init__(self, middleware: SessionMiddleware, environ: dict[str, Any], start_response: Any) -> None:
         # Only what the untouched request needs; the rest is set by _load().
@@ -300,17 +385,24 @@ class Session(MutableMapping[str, Any]):
         self._cycle = True
 
     def invalidate(self) -> None:
-        """Delete the session's data now and expire its cookie (logout).
+        """End the session now and expire its cookie (logout).
 
+        The session's id is ended for good, in the store and the cache (see
+        docs/sessions.md), even when the request's cookie named a session that
+        could not be found: a copy the cache may still hold is ended too.
+        Raises :class:`~gaeservices.exceptions.SessionError` when that cannot
+        be confirmed; the logout is then incomplete and can be tried again.
         The request goes on with a new, empty session; data set in it is saved
         under a new id.
         """
         if not self._loaded:
             self._load()
-        if self._sid is not None:
-            self._mw.backend.delete(self._sid)
+        sid = self._sid if self._sid is not None else self._cookie_sid
+        if sid is not None:
+            self._mw.backend.delete(sid)
             self._expire_cookie = True
-        self._reset(int(_time() * 1000))
+            self._cookie_sid = None
+        self._reset(int(self._mw.clock() * 1000))
 
     # -- loading -------------------------------------------------------------
 
@@ -320,14 +412,16 @@ class Session(MutableMapping[str, Any]):
         self._cycle = self._expire_cookie = self._saved = self._resign = self._cleared = False
         self._changed = {}
         self._snapshots = {}
-        now = int(_time() * 1000)
+        self._cookie_sid = None
+        now = int(mw.clock() * 1000)
         verified = mw.verified_id(self._cookie_header)
         if verified is not None:
-            sid, current = verified
-            raw, token = mw.backend.load(sid)
+            sid, seen, current = verified
+            self._cookie_sid = sid
+            raw, token = mw.backend.load(sid, seen)
             if raw is not None:
                 try:
-                    created, accessed, refreshed, data = _parse(raw)
+                    version, created, accessed, refreshed, data = _parse(raw)
                 except _UNREADABLE:
                     logger.warning("session record %s… is unreadable; starting afresh", sid[:6])
                 else:
@@ -338,6 +432,7 @@ class Session(MutableMapping[str, Any]):
                         self._raw = raw
                         self._token = token
                         self._data = data
+                        self._version = version
                         self._created = created
                         self._accessed = accessed
                         self._refreshed = refreshed
@@ -355,6 +450,7 @@ class Session(MutableMapping[str, Any]):
         self._raw = None
         self._token = None
         self._data = {}
+        self._version = 0
         self._created = self._accessed = self._refreshed = now
         self._changed = {}
         self._snapshots = {}
@@ -387,7 +483,7 @@ class Session(MutableMapping[str, Any]):
             mutated = self._mutated()
             if mutated:
                 changes = {**mutated, **changes}
-        now = int(_time() * 1000)
+        now = int(mw.clock() * 1000)
         sid = self._sid
         if sid is None:
             if not self._data:
@@ -403,7 +499,7 @@ class Session(MutableMapping[str, Any]):
         if not (changes or self._cleared or refresh):
             if self._resign:
                 self._resign = False
-                return mw.cookie(self._https, sid, mw.ttl(self._created, now))
+                return mw.cookie(self._https, sid, self._version, mw.ttl(self._created, now))
             return None  # a read: nothing to write, no cookie to send
         ttl = mw.ttl(self._created, now)
         refreshed = now if refresh else self._refreshed
@@ -413,29 +509,31 @@ class Session(MutableMapping[str, Any]):
             logger.debug("session %s… vanished while the request ran; not resurrected", sid[:6])
             return mw.expired_cookie(self._https)
         self._raw, self._token = new, None
+        self._version = int(new[: new.index(b" ")])
         self._accessed, self._refreshed = now, refreshed
         self._changed = {}
         self._cleared = False
         if self._snapshots:
             self._resnapshot()
-        if refresh or self._resign:
+        if refresh or self._resign or mw.cookie_carries_writes:
             self._resign = False
-            return mw.cookie(self._https, sid, ttl)
+            return mw.cookie(self._https, sid, self._version, ttl)
         return None
 
     def _create(self, now: int) -> str:
         ttl = self._mw.ttl(self._created, now)
         sid = new_session_id()
-        raw = self._encode(self._created, now, now, self._data)
+        raw = self._encode(1, self._created, now, now, self._data)
         self._mw.backend.create(sid, raw, ttl + _SLACK)
         self._sid = sid
         self._raw, self._token = raw, None
+        self._version = 1
         self._accessed = self._refreshed = now
         self._changed = {}
         self._cleared = self._cycle = False
         if self._snapshots:
             self._resnapshot()
-        return self._mw.cookie(self._https, sid, ttl)
+        return self._mw.cookie(self._https, sid, 1, ttl)
 
     def _merge(self, stored: bytes | None) -> bytes | None:
         """The record to write over ``stored``: this request's changes
@@ -444,11 +542,11 @@ class Session(MutableMapping[str, Any]):
         if stored is None:
             return None  # deleted (logout) or expired meanwhile: do not resurrect
         changes, now, refreshed = self._pending
-        if stored is self._raw:
-            # Unchanged since this request read it: its data with our changes
+        if stored == self._raw:
+            # The very record this request read: its data with our changes
             # applied is what we hold already.
-            return self._encode(self._created, now, refreshed, self._data)
-        created, _, stored_refreshed, data = _parse(stored)
+            return self._encode(self._version + 1, self._created, now, refreshed, self._data)
+        version, created, _, stored_refreshed, data = _parse(stored)
         if self._cleared:
             data = {}
         for key, value in changes.items():
@@ -456,10 +554,10 @@ class Session(MutableMapping[str, Any]):
                 data.pop(key, None)
             else:
                 data[key] = value
-        return self._encode(created, now, max(refreshed, stored_refreshed), data)
+        return self._encode(version + 1, created, now, max(refreshed, stored_refreshed), data)
 
-    def _encode(self, created: int, accessed: int, refreshed: int, data: dict[str, Any]) -> bytes:
-        raw = b"%d %d %d\n%s" % (created, accessed, refreshed, _join(_encoder(data, 0)).encode())
+    def _encode(self, version: int, created: int, accessed: int, refreshed: int, data: dict[str, Any]) -> bytes:
+        raw = b"%d %d %d %d\n%s" % (version, created, accessed, refreshed, _join(_encoder(data, 0)).encode())
         if len(raw) > self._mw.max_size:
             raise SessionTooLargeError(
                 f"the session would be {len(raw)} bytes, more than max_size={self._mw.max_size}; "
@@ -470,24 +568,17 @@ class Session(MutableMapping[str, Any]):
     # -- the WSGI side -------------------------------------------------------
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        """Save (if the session was touched) and add the cookie header."""
+        """Save (if the session was touched) and add the session's headers."""
         self._responded = True
         if self._loaded and not self._saved:
+            cookie = None
             if exc_info is None:
                 cookie = self._save()
-                # A response that depends on the session must not be shared by caches.
-                for i, (name, value) in enumerate(headers):
-                    if len(name) == 4 and name.lower() == "vary":
-                        headers = list(headers)
-                        if "cookie" not in value.lower() and value.strip() != "*":
-                            headers[i] = (name, value + ", Cookie")
-                        break
-                else:
-                    headers = [*headers, _VARY]
-                if cookie is not None:
-                    headers.append(("Set-Cookie", cookie))
-                return self._start_response(status, headers)
-            self._abandon()  # an error response: the request did not complete, keep nothing
+            else:
+                self._abandon()  # an error response: the request did not complete, keep nothing
+            headers = _private(headers)
+            if cookie is not None:
+                headers.append(("Set-Cookie", cookie))
         if exc_info is None:
             return self._start_response(status, headers)
         return self._start_response(status, headers, exc_info)
