@@ -88,8 +88,16 @@ def contract_dir() -> str:
 
 @pytest.fixture(scope="session")
 def django_test_db():
-    """Django's test environment and test database, for the whole session."""
+    """Django's test environment and test database, for the whole session.
+
+    Each module that imports this fixture holds its own copy of it: the first one
+    sets Django up, the others find it done.
+    """
     configure()
+    if _state.get("test_db"):
+        yield
+        return
+    _state["test_db"] = True
     from django.test.utils import (
         setup_databases,
         setup_test_environment,

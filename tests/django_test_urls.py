@@ -2,4 +2,11 @@
 
 from django.urls import include, path
 
-urlpatterns = [path("", include("gaeservices.django.urls"))]
+import django_test_views as views
+
+urlpatterns = [
+    path("", include("gaeservices.django.urls")),
+    path("upload/", views.upload, name="upload"),
+    path("private-upload/", views.upload, {"private": True}, name="private-upload"),
+    path("download/<path:name>", views.download, name="download"),
+]
