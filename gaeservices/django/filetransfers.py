@@ -66,9 +66,17 @@ def prepare_upload(
 
 
 def verify_upload(request: HttpRequest) -> None:
-    """Use up a private upload's one-time token; ``UploadRejectedError`` (answer 403) if it fails."""
-    token = request.POST.get(tokens.FIELD)
-    tokens.redeem(services(), token if isinstance(token, str) else None, request.path)
+    """Use up a private upload's one-time token; ``UploadRejectedError`` (answer 403) if it fails.
+
+    Call it before touching ``request.POST`` or ``request.FILES``: for local uploads
+    the token travels in the upload URL, so a refused upload's body is never read.
+    (Blobstore callbacks carry it in the form, which App Engine has stored already.)
+    """
+    token = tokens.from_query(request.META)
+    if token is None:
+        posted = request.POST.get(tokens.FIELD)
+        token = posted if isinstance(posted, str) else None
+    tokens.redeem(services(), token, request.path)
 
 
 class _Stored:
