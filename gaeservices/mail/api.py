@@ -120,6 +120,7 @@ def send_message(
     defer: bool = True,
     services: Services | None = None,
     retry_options: Any = None,
+    queue: str | None = None,
 ) -> str:
     """Send or queue a ready :class:`email.message.EmailMessage`; returns its Message-ID.
 
@@ -128,9 +129,13 @@ def send_message(
     Date added when it has none. The envelope sender defaults to the Sender
     or From header; the recipients to every address in To, Cc and Bcc (give
     ``recipients`` when they are kept elsewhere, as Django keeps bcc).
+    ``queue`` names the queue a deferred message goes through (default:
+    ``EMAIL_QUEUE_NAME``, ``services.email_queue_name``).
     """
     raw, envelope, message_id = prepare_message(msg, sender=sender, recipients=recipients)
-    return send_prepared(raw, envelope, message_id, defer=defer, services=services, retry_options=retry_options)
+    return send_prepared(
+        raw, envelope, message_id, defer=defer, services=services, retry_options=retry_options, queue=queue
+    )
 
 
 def send_prepared(
@@ -141,6 +146,7 @@ def send_prepared(
     defer: bool = True,
     services: Services | None = None,
     retry_options: Any = None,
+    queue: str | None = None,
 ) -> str:
     """Send or queue a message already written out (``raw``, CRLF, no Bcc header).
 
@@ -160,7 +166,7 @@ def send_prepared(
         envelope.sender,
         list(envelope.recipients),
         message_id,
-        _queue=services.email_queue_name,
+        _queue=queue or services.email_queue_name,
         _name="mail-" + secrets.token_hex(12),
         _retry_options=retry_options if retry_options is not None else MAIL_RETRY,
         _services=services,
