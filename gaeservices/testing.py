@@ -100,14 +100,32 @@ class MemcachedServer:
         return self
 
     def pause(self) -> None:
-        """Stop the process (SIGSTOP) without ending it: a stall."""
+        """Stop the process (SIGSTOP) without ending it: a stall. Returns once
+        the process has stopped (on Linux, where /proc tells)."""
         if self.process is not None:
             self.process.send_signal(signal.SIGSTOP)
+            self._wait_for_state(stopped=True)
 
     def resume(self) -> None:
         """Continue a paused process (SIGCONT)."""
         if self.process is not None:
             self.process.send_signal(signal.SIGCONT)
+            self._wait_for_state(stopped=False)
+
+    def _wait_for_state(self, *, stopped: bool, timeout: float = 5.0) -> None:
+        assert self.process is not None
+        path = f"/proc/{self.process.pid}/stat"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(path) as stat:
+                    state = stat.read().rpartition(")")[2].split()[0]
+            except OSError:
+                return  # no /proc: the signal is all there is to go by
+            if (state in ("T", "t")) == stopped:
+                return
+            time.sleep(0.001)
+        raise TimeoutError(f"memcached did not {'stop' if stopped else 'continue'} within {timeout}s")
 
     def stop(self) -> None:
         if self.process is not None:
