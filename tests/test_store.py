@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -418,7 +419,10 @@ def test_postgresql_connection_lost_mid_update_reports_the_loss_and_recovers(pos
     from gaeservices.store.engine import dispose_engine
     from gaeservices.store.sql import SQLStore
 
-    url = BackendURL(postgres_url)
+    # The server is shared with other test runs: end only this test's connection,
+    # found by an application_name of its own.
+    name = "gaeservices-test-" + uuid.uuid4().hex[:12]
+    url = BackendURL(f"{postgres_url}&application_name={name}")
     store = SQLStore.from_url(url, None)
     admin = psycopg.connect("host=127.0.0.1 port=5432 dbname=test", autocommit=True)
     try:
@@ -427,8 +431,8 @@ def test_postgresql_connection_lost_mid_update_reports_the_loss_and_recovers(pos
         def terminate_own_connection(current):
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE pid <> pg_backend_pid() AND query LIKE %s",
-                ("%gaeservices_store%FOR UPDATE%",),
+                "WHERE pid <> pg_backend_pid() AND application_name = %s AND query LIKE %s",
+                (name, "%gaeservices_store%FOR UPDATE%"),
             )
             return b"after"
 
