@@ -59,6 +59,7 @@ RUNS = [
 # Dotted names in the docs that are not Python objects, and what they are.
 NOT_OBJECTS = {
     "gaeservices.session": "the WSGI environ key that holds the session",
+    "gaeservices.run": "the name of the Celery task that carries deferred calls",
 }
 
 
