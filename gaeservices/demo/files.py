@@ -13,6 +13,8 @@ from __future__ import annotations
 import html
 import json
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from webob import Request, Response
@@ -28,6 +30,9 @@ from gaeservices.filetransfers import (
 from gaeservices.filetransfers.backends import settings
 
 from .app import page
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 PREFIX = "/files"
 TITLE = "File transfers: upload and download"
@@ -53,8 +58,8 @@ def _save(services: Services, entries: list[dict]) -> None:
     os.replace(path + ".tmp", path)
 
 
-def make_app(services: Services):
-    def files(environ, start_response):
+def make_app(services: Services) -> WSGIApplication:
+    def files(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
         base = request.script_name
         path = request.path_info
@@ -70,8 +75,8 @@ def make_app(services: Services):
             _save(services, entries)
             return Response(status=303, location=base + "/")(environ, start_response)
         if path.startswith("/download/"):
-            entries = {e["name"]: e for e in _load(services)}
-            entry = entries.get(request.GET.get("name", ""))
+            by_name = {e["name"]: e for e in _load(services)}
+            entry = by_name.get(request.GET.get("name", ""))
             if entry is None:
                 return Response("no such upload\n", status=404, content_type="text/plain")(environ, start_response)
             save_as = entry["filename"] if path == "/download/attachment" else False
