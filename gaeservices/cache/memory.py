@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..exceptions import ConfigurationError, NotAnIntegerError
@@ -48,6 +48,7 @@ class MemoryCache(Cache):
         key_prefix: str = "",
         default_timeout: float | None = 300,
         max_item_size: int = 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
             key_prefix=key_prefix, default_timeout=default_timeout, max_item_size=max_item_size
@@ -55,6 +56,8 @@ class MemoryCache(Cache):
         if max_bytes <= 0:
             raise ConfigurationError("max_bytes must be positive")
         self.max_bytes = int(max_bytes)
+        # Seconds that only move forwards (expiry deadlines); tests pass their own.
+        self._clock = clock
         # key -> (data, flags, deadline or None, cas id); most recently used last.
         self._items: OrderedDict[bytes, tuple[bytes, int, float | None, int]] = OrderedDict()
         self._bytes = 0
@@ -78,15 +81,15 @@ class MemoryCache(Cache):
         if expire == _EXPIRED:
             return -math.inf
         if expire > THIRTY_DAYS:  # an absolute time: see Cache._expire
-            return time.monotonic() + (expire - time.time())
-        return time.monotonic() + expire
+            return self._clock() + (expire - time.time())
+        return self._clock() + expire
 
     def _live(self, key: bytes) -> tuple[bytes, int, float | None, int] | None:
         item = self._items.get(key)
         if item is None:
             return None
         deadline = item[2]
-        if deadline is not None and deadline <= time.monotonic():
+        if deadline is not None and deadline <= self._clock():
             self._remove(key)
             return None
         return item
