@@ -306,7 +306,7 @@ def test_admin_list_run_retry_delete(svc):
     out = io.StringIO()
     assert admin.main(["list"], services=svc, out=out) == 0
     listing = out.getvalue()
-    assert "held\tdefault\tpending" in listing and "broken\tdefault\tfailed" in listing
+    assert "held\tdefault\tscheduled" in listing and "broken\tdefault\tdead" in listing
     assert "RuntimeError: boom x" in listing
     out = io.StringIO()
     assert admin.main(["run", held.name], services=svc, out=out) == 0  # not due: run by hand

@@ -4,11 +4,16 @@ This is how a developer runs the tasks that ``gaeservices demo
 --disable-task-running`` leaves in the queue, and how a dead-lettered task is
 sent round again once its bug is fixed::
 
-    gaeservices tasks list [--queue Q] [--state pending|done|failed]
+    gaeservices tasks list [--queue Q] [--state queued|scheduled|running|failed|dead|done]
     gaeservices tasks run NAME... | --all [--queue Q]
     gaeservices tasks retry NAME...
     gaeservices tasks delete NAME...
+    gaeservices tasks purge-queue QUEUE
     gaeservices tasks purge
+
+The listing and the actions are those of the admin page
+(:mod:`gaeservices.tasks.admin_app`): both go through
+:mod:`gaeservices.tasks.inspection`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any, TextIO
 
 from ..config import Services, get_services
 from ..exceptions import ConfigurationError
-from .local import LocalQueue
+from .inspection import inspector_for
+from .local import VIEWS, LocalQueue
 
 __all__ = ["main"]
 
@@ -34,9 +40,12 @@ def _when(seconds: float | None) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gaeservices tasks", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("list", help="list tasks, newest state first")
+    listing = commands.add_parser("list", help="list tasks: unfinished ones by ETA, then finished ones")
     listing.add_argument("--queue")
-    listing.add_argument("--state", choices=["pending", "done", "failed"])
+    listing.add_argument(
+        "--state", choices=VIEWS,
+        help="failed: failed and waiting for a retry; dead: given up (retries exhausted or a permanent failure)",
+    )
     listing.add_argument("--limit", type=int, default=100)
     run = commands.add_parser("run", help="run tasks now, due or not, in this process")
     run.add_argument("names", nargs="*")
@@ -45,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_ in (("retry", "make failed tasks due again"), ("delete", "delete tasks and free their names")):
         command = commands.add_parser(name, help=help_)
         command.add_argument("names", nargs="+")
+    purge_queue = commands.add_parser(
+        "purge-queue", help="delete a queue's unfinished and dead tasks (finished tasks' names stay taken)"
+    )
+    purge_queue.add_argument("queue")
     commands.add_parser("purge", help="delete expired tombstones of finished tasks")
     return parser
 
@@ -60,60 +73,69 @@ def main(argv: list[str] | None = None, *, services: Services | None = None, out
 
 
 def _list(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> int:
-    rows = queue.tasks(queue=options.queue, state=options.state, limit=options.limit)
-    for info in rows:
-        state = "running" if info.running else info.state
-        error = (info.last_error or "").strip().splitlines()
-        # a finished task's eta is when its tombstone ends: show when it finished
-        when = f"finished={_when(info.finished)}" if info.state != "pending" else f"eta={_when(info.eta)}"
+    inspector = inspector_for(services)
+    for row in inspector.tasks(queue=options.queue, view=options.state, limit=options.limit):
+        error = (row.last_error or "").strip().splitlines()
+        # a finished task has no ETA: show when it finished
+        when = f"eta={_when(row.eta)}" if row.eta is not None else f"finished={_when(row.finished)}"
+        call = row.call.problem or f"{row.call.callable}({row.call.arguments})"
         print(
-            f"{info.name}\t{info.queue}\t{state}\tattempts={info.attempts}\t"
-            f"{when}\t{error[-1] if error else ''}".rstrip(),
+            f"{row.name}\t{row.queue}\t{row.view}\tattempts={row.attempts}\t"
+            f"{when}\t{call}\t{error[-1] if error else ''}".rstrip(),
             file=out,
         )
-    counts = queue.counts()
-    summary = ", ".join(f"{q}/{s}: {n}" for (q, s), n in sorted(counts.items())) or "empty"
-    print(f"# {summary}", file=out)
+    summary = "; ".join(
+        f"{q.name}: " + ", ".join(f"{v} {getattr(q, v)}" for v in VIEWS if getattr(q, v))
+        for q in inspector.queues()
+    )
+    print(f"# {summary or 'empty'}", file=out)
     return 0
 
 
 def _run(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> int:
-    from .worker import Dispatcher
-
     names = list(options.names)
     if options.all:
         names += [i.name for i in queue.tasks(queue=options.queue, state="pending", limit=1_000_000) if not i.running]
     if not names:
         print("nothing to run (give task names, or --all)", file=out)
         return 1
-    dispatcher = Dispatcher(services)
+    inspector = inspector_for(services)
     status = 0
-    for start in range(0, len(names), 500):
-        for task in queue.claim(500, names=names[start:start + 500]):
-            result = dispatcher.deliver(task)
-            queue.finish([(task, result)])
-            last = result.error.strip().splitlines()[-1] if result.error else ""
-            print(f"{task.name}\t{result.outcome}\t{last}".rstrip(), file=out)
-            status |= 0 if result.done else 1
+    for name in names:
+        result = inspector.run(name)
+        if result is None:
+            print(f"{name}\tnot run: not waiting (finished, dead, gone) or a worker holds it", file=out)
+            status = 1
+            continue
+        last = result.error.strip().splitlines()[-1] if result.error else ""
+        print(f"{name}\t{result.outcome}\t{last}".rstrip(), file=out)
+        status |= 0 if result.outcome == "success" else 1
     return status
 
 
 def _retry(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> int:
+    inspector = inspector_for(services)
     status = 0
     for name in options.names:
-        ok = queue.retry(name)
+        ok = inspector.retry(name)
         print(f"{name}\t{'due now' if ok else 'not found, done, running, or without a payload'}", file=out)
         status |= 0 if ok else 1
     return status
 
 
 def _delete(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> int:
+    inspector = inspector_for(services)
     status = 0
     for name in options.names:
-        ok = queue.delete(name)
+        ok = inspector.delete(name)
         print(f"{name}\t{'deleted' if ok else 'not found'}", file=out)
         status |= 0 if ok else 1
     return status
+
+
+def _purge_queue(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> int:
+    print(f"purged {inspector_for(services).purge(options.queue)} task(s) of {options.queue}", file=out)
+    return 0
 
 
 def _purge(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> int:
@@ -121,4 +143,6 @@ def _purge(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> 
     return 0
 
 
-_COMMANDS = {"list": _list, "run": _run, "retry": _retry, "delete": _delete, "purge": _purge}
+_COMMANDS = {
+    "list": _list, "run": _run, "retry": _retry, "delete": _delete, "purge-queue": _purge_queue, "purge": _purge,
+}

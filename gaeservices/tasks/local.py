@@ -51,11 +51,16 @@ from .api import RetryOptions, Task, TaskHandle, to_datetime
 from .payload import PayloadCodec
 from .result import REFUSED, SUCCESS, TaskResult
 
-__all__ = ["LocalQueue", "ClaimedTask", "TaskInfo", "PENDING", "DONE", "FAILED"]
+__all__ = ["LocalQueue", "ClaimedTask", "TaskInfo", "QueueStats", "VIEWS", "PENDING", "DONE", "FAILED"]
 
 TABLE_NAME = "gaeservices_tasks"
 PENDING, DONE, FAILED = 0, 1, 2
 STATE_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+#: How the admin page groups tasks: ``queued`` (due, waiting for a worker),
+#: ``scheduled`` (its ETA is ahead, never failed), ``running`` (leased),
+#: ``failed`` (failed at least once, waiting for its retry), ``dead`` (the
+#: ``failed`` state: given up) and ``done`` (tombstones of finished tasks).
+VIEWS = ("queued", "scheduled", "running", "failed", "dead", "done")
 
 #: How long a claimed task is its worker's without a heartbeat. Dispatchers renew
 #: the leases of running tasks every third of it, so it bounds how long a dead
@@ -104,21 +109,74 @@ class ClaimedTask:
 
 
 class TaskInfo:
-    """One row, as listed by the admin command."""
+    """One row, as listed by the admin command and page.
 
-    __slots__ = ("name", "queue", "state", "eta", "created", "attempts", "leased_until", "url", "last_error", "finished")
+    ``body`` (the signed payload) is set by :meth:`LocalQueue.listing` only.
+    """
+
+    __slots__ = (
+        "name", "queue", "state", "eta", "created", "attempts", "leased_until", "url", "last_error", "finished",
+        "body",
+    )
 
     def __init__(self, row: Any) -> None:
         (self.name, self.queue, state, self.eta, self.created, self.attempts,
-         self.leased_until, self.url, self.last_error, self.finished) = row
+         self.leased_until, self.url, self.last_error, self.finished) = row[:10]
         self.state = STATE_NAMES[state]
+        self.body: bytes | None = row[10] if len(row) > 10 else None
 
     @property
     def running(self) -> bool:
         return self.state == "pending" and self.leased_until is not None and self.leased_until > time.time()
 
+    def view(self, now: float | None = None) -> str:
+        """Which of :data:`VIEWS` the task is in at ``now``."""
+        if self.state != "pending":
+            return "done" if self.state == "done" else "dead"
+        now = time.time() if now is None else now
+        if self.leased_until is not None and self.leased_until > now:
+            return "running"
+        if self.last_error is not None:
+            return "failed"
+        return "scheduled" if self.eta > now else "queued"
+
     def __repr__(self) -> str:
         return f"<TaskInfo {self.name!r} {self.queue} {self.state} attempts={self.attempts}>"
+
+
+class QueueStats:
+    """One queue's tasks by view (see :data:`VIEWS`), and what finished lately.
+
+    ``depth`` is every task not finished (queued, scheduled, running, failed);
+    ``done_last_minute``/``done_last_hour`` count successes, ``dead_last_hour``
+    tasks given up, by when they finished; ``oldest_queued`` is the ETA of the
+    task that has waited longest for a worker (None when none is queued).
+    """
+
+    __slots__ = (
+        "queue", "queued", "scheduled", "running", "failed", "dead", "done",
+        "done_last_minute", "done_last_hour", "dead_last_hour", "oldest_queued",
+    )
+
+    def __init__(self, queue: str, **counts: Any) -> None:
+        self.queue = queue
+        self.queued: int = counts.get("queued", 0)
+        self.scheduled: int = counts.get("scheduled", 0)
+        self.running: int = counts.get("running", 0)
+        self.failed: int = counts.get("failed", 0)
+        self.dead: int = counts.get("dead", 0)
+        self.done: int = counts.get("done", 0)
+        self.done_last_minute: int = counts.get("done_last_minute", 0)
+        self.done_last_hour: int = counts.get("done_last_hour", 0)
+        self.dead_last_hour: int = counts.get("dead_last_hour", 0)
+        self.oldest_queued: float | None = counts.get("oldest_queued")
+
+    @property
+    def depth(self) -> int:
+        return int(self.queued + self.scheduled + self.running + self.failed)
+
+    def __repr__(self) -> str:
+        return f"<QueueStats {self.queue} depth={self.depth} failed={self.failed} dead={self.dead}>"
 
 
 class LocalQueue:
@@ -547,6 +605,103 @@ class LocalQueue:
         query = sa.select(t.c.queue, t.c.state, sa.func.count()).group_by(t.c.queue, t.c.state)
         with self.engine.connect() as conn:
             return {(q, STATE_NAMES[s]): n for q, s, n in conn.execute(query)}
+
+    def _view_filter(self, view: str, now: float) -> Any:
+        t = self.table
+        not_running = t.c.leased_until.is_(None) | (t.c.leased_until <= now)
+        if view == "done":
+            return t.c.state == DONE
+        if view == "dead":
+            return t.c.state == FAILED
+        if view == "running":
+            return (t.c.state == PENDING) & (t.c.leased_until > now)
+        if view == "failed":
+            return (t.c.state == PENDING) & not_running & t.c.last_error.is_not(None)
+        if view in ("queued", "scheduled"):
+            due = t.c.eta <= now if view == "queued" else t.c.eta > now
+            return (t.c.state == PENDING) & not_running & t.c.last_error.is_(None) & due
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, not {view!r}")
+
+    def listing(
+        self,
+        *,
+        queue: str | None = None,
+        view: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        now: float | None = None,
+    ) -> list[TaskInfo]:
+        """Tasks with their signed bodies, for the admin page: of one ``queue`` and
+        one of :data:`VIEWS` (None: all). Unfinished tasks come first, by ETA;
+        finished ones after, the latest first."""
+        sa, t = self._sa, self.table
+        now = time.time() if now is None else now
+        query = sa.select(
+            t.c.name, t.c.queue, t.c.state, t.c.eta, t.c.created, t.c.attempts,
+            t.c.leased_until, t.c.url, t.c.last_error, t.c.finished, t.c.body,
+        )
+        if queue:
+            query = query.where(t.c.queue == queue)
+        if view:
+            query = query.where(self._view_filter(view, now))
+        unfinished = sa.case((t.c.state == PENDING, 0), else_=1)
+        query = query.order_by(
+            unfinished, sa.case((t.c.state == PENDING, t.c.eta), else_=-t.c.finished), t.c.id
+        ).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [TaskInfo(r) for r in conn.execute(query)]
+
+    def stats(self, *, now: float | None = None) -> dict[str, QueueStats]:
+        """Every queue that holds a task (or a tombstone), with its counts by view."""
+        sa, t = self._sa, self.table
+        now = time.time() if now is None else now
+
+        def count(condition: Any) -> Any:
+            return sa.func.sum(sa.case((condition, 1), else_=0))
+
+        done, dead = t.c.state == DONE, t.c.state == FAILED
+        columns = {view: count(self._view_filter(view, now)) for view in VIEWS}
+        columns["done_last_minute"] = count(done & (t.c.finished > now - 60))
+        columns["done_last_hour"] = count(done & (t.c.finished > now - 3600))
+        columns["dead_last_hour"] = count(dead & (t.c.finished > now - 3600))
+        columns["oldest_queued"] = sa.func.min(sa.case((self._view_filter("queued", now), t.c.eta), else_=None))
+        query = sa.select(t.c.queue, *(c.label(n) for n, c in columns.items())).group_by(t.c.queue)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return {
+            row["queue"]: QueueStats(row["queue"], **{n: (row[n] or 0) if n != "oldest_queued" else row[n]
+                                                     for n in columns})
+            for row in sorted(rows, key=lambda r: r["queue"])
+        }
+
+    def purge_queue(self, queue: str, *, batch: int = 500) -> int:
+        """Delete every unfinished and dead task of ``queue`` and their stored
+        payloads, as App Engine's purge does; returns how many.
+
+        Tombstones of finished tasks stay, so their names stay reserved. A task
+        that a worker runs meanwhile finishes, but its outcome finds no row and
+        it is not run again. Tasks added after the purge began are kept. Works
+        in batches of ``batch`` rows, each its own transaction, so workers and
+        ``defer`` are never held up for long.
+        """
+        sa, t = self._sa, self.table
+        mine = (t.c.queue == queue) & t.c.state.in_([PENDING, FAILED])
+        with self.engine.connect() as conn:
+            last = conn.execute(sa.select(sa.func.max(t.c.id)).where(mine)).scalar()
+        deleted = 0
+        while last is not None:
+            with self._writer.begin() as conn:
+                rows = conn.execute(
+                    sa.select(t.c.id, t.c.body).where(mine, t.c.id <= last).order_by(t.c.id).limit(batch)
+                ).all()
+                if not rows:
+                    break
+                deleted += conn.execute(t.delete().where(t.c.id.in_([r[0] for r in rows]))).rowcount
+            for _, body in rows:
+                key = self.codec.stored_key(body) if body else None
+                if key:
+                    self.codec.discard(key)
+        return deleted
 
     def retry(self, name: str) -> bool:
         """Make a failed (or waiting) task due now, with its attempts kept.
