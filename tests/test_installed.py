@@ -60,6 +60,7 @@ RUNS = [
 NOT_OBJECTS = {
     "gaeservices.session": "the WSGI environ key that holds the session",
     "gaeservices.run": "the name of the Celery task that carries deferred calls",
+    "gaeservices.is_admin": "the WSGI environ key of the task admin page's admin check",
 }
 
 

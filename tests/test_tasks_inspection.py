@@ -238,3 +238,38 @@ def test_preview_is_bounded_and_survives_anything():
         assert describe_pickle(junk).problem
     for protocol in range(0, 6):
         assert describe_pickle(pickle.dumps((fx.record, ("a",), {}), protocol)).arguments == "'a'"
+
+
+@pytest.mark.parametrize("kind", ["amqp", "redis"])
+def test_celery_queue_depth_and_purge(kind, tmp_path):
+    from celery_fixtures import Broker
+
+    broker = Broker(kind)
+    broker.queues |= {"default", "mail"}
+    svc = Services(secret_key=KEY, data_dir=str(tmp_path), environ={}, store=f"sqlite:///{tmp_path}/s.db",
+                   queue=broker.url())
+    try:
+        inspector = inspector_for(svc, queue_names=["mail", "never-used"])
+        assert inspector.backend == f"celery:// ({'RabbitMQ' if kind == 'amqp' else 'Redis'})"
+        for i in range(3):
+            defer(fx.record, i, _services=svc)
+        defer(fx.record, "m", _queue="mail", _services=svc)
+
+        def depths():
+            return {q.name: q.depth for q in inspector.queues()}
+
+        deadline = time.time() + 10  # RabbitMQ counts published messages a moment later
+        while depths() != {"default": 3, "mail": 1, "never-used": 0} and time.time() < deadline:
+            time.sleep(0.05)
+        assert depths() == {"default": 3, "mail": 1, "never-used": 0}
+        assert inspector.purge("default") == 3
+        assert inspector.purge("never-used") == 0
+        assert depths() == {"default": 0, "mail": 1, "never-used": 0}
+        for action in ("run", "retry", "delete"):
+            with pytest.raises(UnsupportedActionError, match="cannot list its messages"):
+                getattr(inspector, action)("x")
+        with pytest.raises(UnsupportedActionError):
+            inspector.tasks()
+    finally:
+        svc.close()
+        broker.cleanup()

@@ -19,7 +19,7 @@ from typing import Any
 
 from gaeservices.config import Services, get_services
 
-PAGES = ["counter", "files", "tasks", "sessions"]
+PAGES = ["counter", "files", "tasks", "admin", "sessions"]
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}

@@ -55,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def start(services: Services, options: argparse.Namespace) -> Dispatcher | None:
     """Start a dispatcher thread (returned, so it can be stopped) unless told not to."""
     if getattr(options, "disable_task_running", False):
-        print("task running disabled: run queued tasks with `gaeservices tasks run --all`", flush=True)
+        print(
+            "task running disabled: run queued tasks with `gaeservices tasks run --all`, "
+            "or one by one from the task admin page (/_ah/admin/tasks/)",
+            flush=True,
+        )
         return None
     from gaeservices.tasks.local import LocalQueue
     from gaeservices.tasks.worker import Dispatcher
@@ -102,7 +106,8 @@ def make_app(services: Services) -> WSGIApplication:
             "The quick brown fox jumps over the lazy dog. The dog sleeps.</textarea><br>"
             "<button>Count words later</button></form>"
             f"<p class='note'>queue: <code>{html.escape(type(services.queue).__name__)}</code>; "
-            "reload to see results.</p>" + table
+            "reload to see results; the queue itself is on the "
+            "<a href='/_ah/admin/tasks/'>task admin page</a>.</p>" + table
         )
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
         return [page(TITLE, body)]

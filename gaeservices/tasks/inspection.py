@@ -5,13 +5,17 @@ the admin page (:mod:`gaeservices.tasks.admin_app`) and ``gaeservices tasks``
 :func:`inspector_for` gives the configured queue's :class:`Inspector`. What each
 backend allows:
 
-==================  =====  ======  ===  =====  ======  =====
-backend             queues  list   run  retry  delete  purge
-==================  =====  ======  ===  =====  ======  =====
-``local://``        yes     yes    yes  yes    yes     yes
-``appengine://``    yes     --     --   --     yes     yes
-``immediate://``    --      dead   --   --     --      --
-==================  =====  ======  ===  =====  ======  =====
+==================  ======  ======  ===  =====  ======  =====
+backend             queues  list    run  retry  delete  purge
+==================  ======  ======  ===  =====  ======  =====
+``local://``        yes     yes     yes  yes    yes     yes
+``appengine://``    yes     --      --   --     yes     yes
+``celery://``       depth   --      --   --     --      yes
+``immediate://``    --      dead    --   --     --      --
+==================  ======  ======  ===  =====  ======  =====
+
+Backends that cannot list their queues (App Engine, Celery) show ``default``,
+the mail queue (``EMAIL_QUEUE_NAME``) and the ``queue_names`` given.
 
 An action a backend cannot do raises :class:`UnsupportedActionError`, whose
 message says why and what to do instead; :attr:`Inspector.actions` tells a
@@ -172,6 +176,8 @@ def inspector_for(services: Any, *, queue_names: Sequence[str] = ()) -> Inspecto
         return LocalInspector(services)
     if kind == "appengine":
         return AppEngineInspector(services, queue_names)
+    if kind == "celery":
+        return CeleryInspector(services, queue_names)
     if kind == "immediate":
         return ImmediateInspector(services)
     return _NoInspector(services)
@@ -318,6 +324,75 @@ class AppEngineInspector(_Base):
         except self._taskqueue.UnknownQueueError:
             raise UnsupportedActionError(f"App Engine knows no queue {queue!r} (see queue.yaml)") from None
         return -1  # App Engine does not say how many
+
+
+class CeleryInspector(_Base):
+    """``celery://``: the messages waiting in the broker, per queue, and purging them.
+
+    A broker is a queue of messages, not a table: it cannot list, run or delete
+    one task, and what a worker has taken (running, or held until its ETA) is
+    no longer in the broker's count.
+    """
+
+    actions = frozenset({"purge"})
+    limits = (
+        "A Celery broker cannot list its messages, nor run, retry or delete one of them: "
+        "use Celery's own tools (celery inspect, celery purge, Flower) for more. Here: the "
+        "messages waiting in each queue, and purging them. A message a worker has already "
+        "taken (running, or held until its ETA) is neither counted nor purged; a purged "
+        "named task's name stays taken until its claim lapses."
+    )
+
+    def __init__(self, services: Any, queue_names: Sequence[str] = ()) -> None:
+        super().__init__(services)
+        self.queue = services.queue
+        kind = "Redis" if self.queue.is_redis else "RabbitMQ" if self.queue.broker_url.startswith("amqp") else ""
+        self.backend = f"celery:// ({kind})" if kind else "celery://"
+        self.queue_names = list(dict.fromkeys(["default", services.email_queue_name, *queue_names]))
+
+    def _channel_call(self, method: str, queue: str) -> Any:
+        # A passive declare tells the count without creating the queue. Not on
+        # Redis: kombu (5.7) does not prefix the EXISTS of its passive check with
+        # the global key prefix, so it never finds a prefixed queue; there a
+        # queue is only a binding key, which declaring it (as a worker does) adds.
+        options = {"passive": not self.queue.is_redis} if method == "queue_declare" else {}
+        # a channel each: RabbitMQ closes a channel that asked for a missing queue
+        with self.queue.app.connection_for_write() as connection:
+            channel = connection.channel()
+            try:
+                return getattr(channel, method)(self.queue.celery_queue(queue), **options)
+            finally:
+                try:
+                    channel.close()
+                except Exception:  # already closed by the broker
+                    pass
+
+    def queues(self) -> list[QueueRow]:
+        rows = []
+        for name in self.queue_names:
+            try:
+                _, waiting, _ = self._channel_call("queue_declare", name)
+            except Exception as exc:
+                if not _not_found(exc):
+                    raise
+                waiting = 0  # never declared: nothing was ever sent to it
+            rows.append(QueueRow(name, depth=waiting, queued=waiting))
+        return rows
+
+    def purge(self, queue: str) -> int:
+        if queue not in self.queue_names:
+            raise UnsupportedActionError(f"no queue {queue!r} is shown here")
+        try:
+            return int(self._channel_call("queue_purge", queue) or 0)
+        except Exception as exc:
+            if not _not_found(exc):
+                raise
+            return 0
+
+
+def _not_found(exc: BaseException) -> bool:
+    """A broker's "no such queue" (RabbitMQ's 404, kombu's virtual transports)."""
+    return getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc) or "no queue" in str(exc).lower()
 
 
 class ImmediateInspector(_Base):
