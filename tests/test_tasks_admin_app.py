@@ -14,6 +14,7 @@ import tasks_fixtures as fx
 import webob
 
 from gaeservices import Services, defer
+from gaeservices.store.engine import dispose_engine
 from gaeservices.exceptions import ConfigurationError
 from gaeservices.tasks.admin_app import CSRF_COOKIE, TaskAdminApp
 from gaeservices.tasks.worker import Dispatcher
@@ -35,6 +36,7 @@ def svc(request, tmp_path):
     s = Services(secret_key=KEY, data_dir=str(tmp_path), environ={}, store=url, queue="local://")
     yield s
     s.close()
+    dispose_engine(s.backend_url("store"))  # its pool's connections, before the schema goes
 
 
 @pytest.fixture

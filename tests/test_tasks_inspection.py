@@ -13,6 +13,7 @@ import pytest
 import tasks_fixtures as fx
 
 from gaeservices import Services, defer
+from gaeservices.store.engine import dispose_engine
 from gaeservices.exceptions import TaskAlreadyExistsError
 from gaeservices.tasks import admin
 from gaeservices.tasks.inspection import UnsupportedActionError, inspector_for
@@ -36,6 +37,7 @@ def svc(request, tmp_path):
     s = Services(secret_key=KEY, data_dir=str(tmp_path), environ={}, store=url, queue="local://")
     yield s
     s.close()
+    dispose_engine(s.backend_url("store"))  # its pool's connections, before the schema goes
 
 
 def one_of_each(svc):
