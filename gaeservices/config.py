@@ -746,12 +746,13 @@ class Services:
             self._signers[(salt, timestamped)] = signer
         return signer
 
+    def describe(self, kind: str) -> str:
+        """Backend ``kind`` for people: its URL with any password hidden, or the given object's class."""
+        spec = self._specs[kind]
+        return _redact(spec.url) if isinstance(spec, BackendURL) else type(spec).__name__
+
     def __repr__(self) -> str:
-        described = {
-            kind: (_redact(spec.url) if isinstance(spec, BackendURL) else type(spec).__name__)
-            for kind, spec in self._specs.items()
-        }
-        return f"<Services {described}>"
+        return f"<Services { {kind: self.describe(kind) for kind in self._specs} }>"
 
 
 def _sha256(data: bytes = b"") -> Any:
