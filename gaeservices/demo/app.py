@@ -70,8 +70,8 @@ button:hover{filter:brightness(1.1)}
 .flash.error,.error{border-left-color:var(--bad)} p.error{color:var(--bad)}
 .state{display:inline-block;padding:0 .45rem;border-radius:.7rem;font-size:.82em;border:1px solid currentColor;
 white-space:nowrap}
-.s-queued{color:var(--accent)} .s-running{color:var(--warn)} .s-retrying{color:var(--warn)}
-.s-dead{color:var(--bad)} .s-done{color:var(--ok)} .s-unknown{color:var(--mute)}
+.s-queued{color:var(--accent)} .s-scheduled{color:var(--mute)} .s-running{color:var(--warn)}
+.s-failed{color:var(--warn)} .s-dead{color:var(--bad)} .s-done{color:var(--ok)}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(15rem,1fr));gap:.8rem;padding:0;list-style:none}
 .cards li{border:1px solid var(--line);border-radius:.4rem;padding:.7rem .9rem}
 .cards li a{font-weight:600} .cards li p{margin:.2rem 0 0;color:var(--mute);font-size:.92em}

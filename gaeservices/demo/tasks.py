@@ -108,29 +108,29 @@ def _state(label: str, view: str) -> str:
 
 
 def _status(services: Services, item: dict[str, Any], result: dict[str, Any] | None, now: float) -> str:
+    """The job's state, in the task admin page's words (its views) and colours."""
     if result is not None:
         common = ", ".join(f"{html.escape(w)} ({n})" for w, n in result["common"])
         tries = f" on attempt {result['attempt']}" if result["attempt"] > 1 else ""
         return f"{_state('done', 'done')} <strong>{result['words']} words</strong>{tries}; most common: {common}"
     get = getattr(services.queue, "get", None)
     if get is None:  # a queue this page cannot look into (App Engine, Celery)
-        return _state("queued", "queued") + " <span class='note'>(no result yet)</span>"
+        return _state("queued", "queued") + " <span class='note'>no result yet</span>"
     info = get(item["task"])
     if info is None:
-        return _state("gone", "unknown") + " <span class='note'>deleted from the queue</span>"
-    error = html.escape((info.last_error or "").strip().splitlines()[-1:][0] if info.last_error else "")
-    if info.state == "failed":
+        return _state("gone", "scheduled") + " <span class='note'>deleted from the queue</span>"
+    view = info.view(now)
+    error = html.escape(info.last_error.strip().splitlines()[-1]) if info.last_error else ""
+    if view == "dead":
         return f"{_state('dead', 'dead')} given up after {info.attempts} attempts: <code>{error}</code>"
-    if info.state == "done":
-        return _state("done", "done")
-    if info.running:
-        return _state("running", "running") + f" attempt {info.attempts + 1}"
-    if info.last_error:
-        return (f"{_state('failed', 'retrying')} attempt {info.attempts} of {item.get('limit', '?')} "
+    if view == "failed":
+        return (f"{_state('failed', 'failed')} attempt {info.attempts} of {item.get('limit', '?')} "
                 f"failed: <code>{error}</code>; retried {_when(info.eta, now)}")
-    if info.eta > now + 1:
-        return _state("scheduled", "queued") + f" runs {_when(info.eta, now)}"
-    return _state("queued", "queued")
+    if view == "running":
+        return _state("running", "running") + f" attempt {info.attempts + 1}"
+    if view == "scheduled":
+        return _state("scheduled", "scheduled") + f" runs {_when(info.eta, now)}"
+    return _state(view, view)
 
 
 def _submit(environ: WSGIEnvironment, services: Services) -> None:
