@@ -51,6 +51,7 @@ _LAZY = {
     "current_task": "gaeservices.tasks.context",
     "claim": "gaeservices.unique",
     "release": "gaeservices.unique",
+    "owner_of": "gaeservices.unique",
     "serve_file": "gaeservices.filetransfers.api",
     "prepare_upload": "gaeservices.filetransfers.api",
     "public_download_url": "gaeservices.filetransfers.api",

@@ -1,12 +1,13 @@
 """The App Engine entry point: the application, with the deferred endpoint mounted.
 
-``/_ah/queue/deferred`` goes to gaeservices' DeferredApp; everything else to the
-application. app.yaml restricts the endpoint to admins and the task queue.
+``/_ah/queue/deferred`` goes to ``gaeservices.wsgi.deferred:application`` (a
+DeferredApp); everything else to the application. app.yaml restricts the endpoint
+to admins and the task queue.
 """
 
 from google.appengine.api import wrap_wsgi_app
 
-from gaeservices.tasks.endpoint import DeferredApp
+from gaeservices.wsgi.deferred import application as deferred
 
 
 def setup():
@@ -16,9 +17,6 @@ def setup():
 def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello from App Engine\n"]
-
-
-deferred = DeferredApp()
 
 
 def application(environ, start_response):
