@@ -102,6 +102,11 @@ def postgres_url(postgres_available):
         f"postgresql://{POSTGRES_HOST}:{POSTGRES_PORT}/{POSTGRES_DB}"
         f"?options=-csearch_path%3D{schema}"
     )
+    # The server is shared (max_connections) by every test run on the machine: give
+    # back the pooled connections of this test's engines, not at the process's end.
+    from gaeservices.store.engine import dispose_engines
+
+    dispose_engines(schema)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 

@@ -49,6 +49,17 @@ def dispose_engine(url: BackendURL) -> None:
         engine.dispose()
 
 
+def dispose_engines(contains: str = "") -> int:
+    """Close and forget the engines whose URL contains ``contains`` (every one by
+    default), so their connections go back to the server; returns how many."""
+    with _lock:
+        keys = [key for key in _engines if contains in key]
+        engines = [_engines.pop(key) for key in keys]
+    for engine in engines:
+        engine.dispose()
+    return len(engines)
+
+
 def sqlite_path(url: BackendURL) -> str:
     """``sqlite:///rel.db`` is relative to the working directory, ``sqlite:////abs.db`` absolute.
 
