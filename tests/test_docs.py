@@ -57,6 +57,11 @@ def test_the_app_engine_example_routes_tasks_to_the_packaged_endpoint(testbed, m
     from gaeservices.config import set_services
 
     previous = set_services(None)
+    # Both modules build their application on import, on the Services of that moment:
+    # import them afresh here, and leave none behind bound to this test's.
+    fresh = ("examples.appengine.main", "gaeservices.wsgi.deferred")
+    for name in fresh:
+        sys.modules.pop(name, None)
     try:
         main = importlib.import_module("examples.appengine.main")
         from gaeservices.wsgi.deferred import application
@@ -71,3 +76,5 @@ def test_the_app_engine_example_routes_tasks_to_the_packaged_endpoint(testbed, m
         assert statuses[0].split()[0] in ("400", "403")  # the endpoint answered: an unsigned body
     finally:
         set_services(previous)
+        for name in fresh:
+            sys.modules.pop(name, None)
