@@ -41,7 +41,7 @@ from .persistence import _SLACK
 if TYPE_CHECKING:
     from .middleware import SessionMiddleware
 
-__all__ = ["Session", "new_session_id"]
+__all__ = ["Session", "new_session_id", "parse_record", "encode_record"]
 
 logger = logging.getLogger("gaeservices.sessions")
 
@@ -608,4 +608,23 @@ class Session(MutableMapping[str, Any]):
             )
             return
         self._save()
+
+
+# -- records, for other front ends (the Django adapter's SessionStore) -------------
+
+
+def parse_record(raw: bytes) -> tuple[int, int, int, int, dict[str, Any]]:
+    """A record's version, created, accessed and refreshed times (ms) and its data.
+
+    Raises ValueError (or TypeError) when ``raw`` is not a session record.
+    """
+    try:
+        return _parse(raw)
+    except StopIteration:
+        raise ValueError("not a session record") from None
+
+
+def encode_record(version: int, created: int, accessed: int, refreshed: int, data: dict[str, Any]) -> bytes:
+    """The bytes of a record (the format :func:`parse_record` reads); ``data`` must be JSON."""
+    return b"%d %d %d %d\n%s" % (version, created, accessed, refreshed, _dumps(data).encode())
 
