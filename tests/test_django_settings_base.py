@@ -49,3 +49,22 @@ def test_every_backend_it_names_is_importable():
         pass
     for name in names:
         assert import_string(name)
+
+
+def test_on_django_5_2_the_task_backend_says_what_it_needs():
+    import django
+
+    if django.VERSION >= (6,):
+        import pytest
+
+        pytest.skip("Django 6 has django.tasks: tests/test_django_tasks.py covers the backend")
+    import django_fixtures
+
+    django_fixtures.configure()
+    import pytest
+    from django.core.exceptions import ImproperlyConfigured
+
+    from gaeservices.django.tasks import TaskBackend
+
+    with pytest.raises(ImproperlyConfigured, match="Django 6.0"):
+        TaskBackend("default", {})

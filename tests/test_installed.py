@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 # Extras installed with the wheel: what the documented commands need.
-EXTRAS = ["demo"]
+EXTRAS = ["demo", "django"]
 
 # Commands run for real in a fresh directory: (arguments, exit status, text in stdout).
 RUNS = [
