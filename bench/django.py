@@ -11,8 +11,9 @@ folder, one process, one thread, pinned to one CPU with its memcached (see
   changed, saved -- what Django's ``SessionMiddleware`` does around a view that
   changes the session -- on ``gaeservices.django.sessions`` (cached_db records:
   memcached + a SQLite store) against Django's ``cached_db`` engine (the same
-  memcached + a SQLite database). The key the save returns is the next request's
-  cookie, as a browser would send it.
+  memcached + a SQLite database, as Django configures SQLite unless
+  ``--django-journal wal`` gives it the store's settings). The key the save
+  returns is the next request's cookie, as a browser would send it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ TARGETS = {"get": 1.5, "set": 1.5, f"get_many({MANY})": 1.5, "session change": 5
 SECRET = "bench-django-secret-key-long-enough-to-sign"
 
 
-def _configure(address: str, folder: str) -> None:
+def _configure(address: str, folder: str, journal: str = "wal") -> None:
     import django
     from django.conf import settings
 
@@ -41,10 +42,11 @@ def _configure(address: str, folder: str) -> None:
     settings.configure(
         SECRET_KEY=SECRET,
         INSTALLED_APPS=["django.contrib.sessions"],
-        # Like for like with the store: WAL, synchronous=NORMAL (Django's SQLite default is a
-        # rollback journal with synchronous=FULL: two fsyncs per commit).
+        # Django's own default is a rollback journal with synchronous=FULL (two fsyncs per
+        # commit); --django-journal wal gives it the store's WAL + synchronous=NORMAL.
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(folder, "django.sqlite3"),
-                               "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"}}},
+                               "OPTIONS": ({"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"}
+                                           if journal == "wal" else {})}},
         CACHES={
             "default": {"BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache", "LOCATION": address},
             "gaeservices": {"BACKEND": "gaeservices.django.cache.CacheBackend", "LOCATION": f"memcache://{address}"},
@@ -122,6 +124,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--session-n", type=int, default=300, help="session requests per round (default 300)")
     parser.add_argument("--rounds", type=int, default=7, help="rounds per contender (default 7)")
     parser.add_argument("--no-pin", action="store_true", help="leave the process and memcached on any CPU")
+    parser.add_argument("--django-journal", choices=("default", "wal"), default="default",
+                        help="Django's SQLite as Django configures it (default, as bench sessions does), "
+                             "or WAL + synchronous=NORMAL like the store's")
     args = parser.parse_args(argv)
 
     from gaeservices.testing import MemcachedServer
@@ -131,8 +136,9 @@ def main(argv: list[str]) -> int:
 
     with MemcachedServer() as server, tempfile.TemporaryDirectory() as folder:
         address = f"{server.host}:{server.port}"
-        _configure(address, folder)
-        print(f"Django {django.__version__}; memcached on {address}; {args.rounds} rounds, medians")
+        _configure(address, folder, args.django_journal)
+        print(f"Django {django.__version__}; memcached on {address}; {args.rounds} rounds, medians; "
+              f"Django's SQLite journal: {args.django_journal}")
         print(f"bare-socket get round trip: {bare_round_trip_us(server.host, server.port):.1f} µs (median)")
         rates: dict[str, dict[str, float]] = {}
         clients = _cache_clients()

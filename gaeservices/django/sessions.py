@@ -66,9 +66,9 @@ class SessionStore(SessionBase):
 
     def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
-        self._raw: bytes | None = None
+        self._raw: bytes | None = None  # the record as loaded: what a save compares with
         self._token: Any = None
-        self._loaded: dict[str, Any] = {}  # the stored data as loaded: what a save compares with
+        self._head = (0, 0)  # its version and creation time
         self._cleared = False
 
     # -- the key: <sid>.<version> -----------------------------------------------
@@ -101,22 +101,20 @@ class SessionStore(SessionBase):
 
     def load(self) -> dict[str, Any]:
         parts = self._split(self._session_key)
-        raw = None
+        raw = token = None
         if parts is not None:
             raw, token = _mode().load(parts[0], parts[1])
+        if raw is not None:
+            try:
+                version, created, _, _, data = parse_record(raw)
+                data = self._decode_values(data)
+            except Exception:
+                raw = None  # not a record of ours: a fresh session
         if raw is None:
             self._session_key = None
-            self._raw, self._loaded = None, {}
+            self._raw = None
             return {}
-        try:
-            data = parse_record(raw)[4]
-            loaded = self._decode_values(parse_record(raw)[4])  # a copy of its own: the diff's base
-            data = self._decode_values(data)
-        except Exception:
-            self._session_key = None
-            self._raw, self._loaded = None, {}
-            return {}
-        self._raw, self._token, self._loaded, self._cleared = raw, token, loaded, False
+        self._raw, self._token, self._head, self._cleared = raw, token, (version, created), False
         return data
 
     def exists(self, session_key: str | None) -> bool:
@@ -157,45 +155,48 @@ class SessionStore(SessionBase):
                     if self.exists(sid):
                         raise CreateError from None
                     raise
-            self._stored(sid, raw, data)
+            self._stored(sid, raw, now)
             return
-        changes = self._changes(data)  # none at all still writes: the expiry moves, as Django's saves do
         if ttl <= 0:
             mode.delete(sid)  # expired the moment it is saved: nothing to keep
             return
-        encoded = self._encode_values({k: v for k, v in changes.items() if v is not _DELETED})
-        cleared = self._cleared
+        loaded, (version, created), cleared = self._raw, self._head, self._cleared
+        full = self._encode_values(data)
 
         def merge(stored: bytes | None) -> bytes | None:
             if stored is None:
                 return None  # ended (logout elsewhere) or expired: never resurrected
-            version, created, _, _, current = parse_record(stored)
+            if stored == loaded:  # nobody wrote since this request read it: its data is ours
+                return encode_record(version + 1, created, now, now, full)
+            # Another request wrote meanwhile: apply only the keys this one changed.
+            stored_version, stored_created, _, _, current = parse_record(stored)
             if cleared:
                 current = {}
-            for key, value in changes.items():
+            for key, value in self._changes(loaded, data).items():
                 if value is _DELETED:
                     current.pop(key, None)
                 else:
-                    current[key] = encoded[key]
-            return encode_record(version + 1, created, now, now, current)
+                    current[key] = full[key]
+            return encode_record(stored_version + 1, stored_created, now, now, current)
 
-        new = mode.save(sid, merge, self._raw, self._token, ttl)
+        new = mode.save(sid, merge, loaded, self._token, ttl)
         if new is None:
             raise UpdateError
-        self._stored(sid, new, data)
+        self._stored(sid, new, created)
 
-    def _changes(self, data: dict[str, Any]) -> dict[str, Any]:
-        loaded = self._loaded
-        changes: dict[str, Any] = {key: _DELETED for key in loaded if key not in data}
+    def _changes(self, loaded: bytes | None, data: dict[str, Any]) -> dict[str, Any]:
+        """What this request changed: its data against the record it loaded."""
+        before = self._decode_values(parse_record(loaded)[4]) if loaded is not None else {}
+        changes: dict[str, Any] = {key: _DELETED for key in before if key not in data}
         for key, value in data.items():
-            if key not in loaded or not _same(loaded[key], value):
+            if key not in before or not _same(before[key], value):
                 changes[key] = value
         return changes
 
-    def _stored(self, sid: str, raw: bytes, data: dict[str, Any]) -> None:
-        self._session_key = f"{sid}.{record_version(raw)}"
-        self._raw, self._token, self._cleared = raw, None, False
-        self._loaded = self._decode_values(parse_record(raw)[4])
+    def _stored(self, sid: str, raw: bytes, created: int) -> None:
+        version = record_version(raw)
+        self._session_key = f"{sid}.{version}"
+        self._raw, self._token, self._head, self._cleared = raw, None, (version, created), False
 
     def delete(self, session_key: str | None = None) -> None:
         if session_key is None:
