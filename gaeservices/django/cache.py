@@ -19,8 +19,7 @@ key warnings -- is Django's own code (``BaseCache``). The rest is the service's:
 any key works on every backend (so keys memcached would refuse only warn, as on
 Django's local-memory and database caches), ``incr``/``decr`` are atomic
 memcached counters, and ``close()`` keeps the connections: Django calls it at the
-end of every request, and a pool that outlives requests is where most of the
-speed comes from. ``MAX_ENTRIES`` and ``CULL_FREQUENCY`` do not apply (memcached
+end of every request, and the next request reuses the pool rather than reconnecting. ``MAX_ENTRIES`` and ``CULL_FREQUENCY`` do not apply (memcached
 evicts by memory; ``memory://`` takes ``?max_bytes=``).
 """
 
