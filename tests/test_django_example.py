@@ -106,3 +106,17 @@ def test_registration_through_a_real_server_and_the_welcome_task_in_a_fresh_work
     assert members == 1 and pid not in (os.getpid(),)
     mails = list((tmp_path / "mail").rglob("*.eml"))
     assert len(mails) == 1 and b"member number 1" in mails[0].read_bytes()
+
+
+def test_the_readme_command_serves_the_site(tmp_path):
+    env = site_env(tmp_path)
+    server = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", "0"], cwd=SITE, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        match = re.search(r"serving (http://127\.0\.0\.1:\d+/) \(tasks: a worker thread\)", line)
+        assert match, line + server.stderr.read() if server.poll() is not None else line
+        assert "Visits in this session: 1" in Browser(match.group(1).rstrip("/")).get("/")
+    finally:
+        server.kill()
+        server.wait()

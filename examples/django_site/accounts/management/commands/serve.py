@@ -17,15 +17,21 @@ class Command(BaseCommand):
         from waitress import serve
 
         from django_site.wsgi import application
+        from gaeservices.cli import listen
         from gaeservices.django.conf import services
         from gaeservices.tasks.worker import Dispatcher
 
+        sock = listen(host, port)  # port 0: a free one
         call_command("migrate", verbosity=0)
         svc = services()
-        dispatcher = Dispatcher(svc).start() if svc.backend_url("queue") and svc.backend_url("queue").scheme == "local" else None
-        self.stdout.write(f"serving http://{host}:{port}/ (tasks: {'a worker thread' if dispatcher else svc.queue!r})")
+        queue_url = svc.backend_url("queue")
+        dispatcher = Dispatcher(svc).start() if queue_url is not None and queue_url.scheme == "local" else None
+        bound = sock.getsockname()[1]
+        tasks = "a worker thread" if dispatcher is not None else repr(svc.queue)
+        self.stdout.write(f"serving http://{host}:{bound}/ (tasks: {tasks})")
+        self.stdout.flush()
         try:
-            serve(application, host=host, port=port)
+            serve(application, sockets=[sock])
         finally:
             if dispatcher is not None:
                 dispatcher.stop()
