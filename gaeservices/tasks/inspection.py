@@ -244,7 +244,7 @@ class LocalInspector(_Base):
         return [
             TaskRow(
                 info.name, info.queue, info.view(now), describe_body(codec, info.body)
-                if info.state != "done" else CallPreview(problem="finished: its payload is gone"),
+                if info.state != "done" else CallPreview(problem="finished (its payload is not kept)"),
                 attempts=info.attempts, last_error=info.last_error,
                 eta=info.eta if info.state == "pending" else None,
                 created=info.created, finished=info.finished,

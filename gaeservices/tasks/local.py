@@ -636,18 +636,26 @@ class LocalQueue:
         finished ones after, the latest first."""
         sa, t = self._sa, self.table
         now = time.time() if now is None else now
+        mine = t.c.queue == queue if queue else sa.true()
+        if view is not None:
+            finished = view in ("dead", "done")
+            return self._list(mine & self._view_filter(view, now), finished, limit, offset)
+        # Two queries, each sorted its own way, rather than one sorted by an
+        # expression: that would sort every tombstone to show the first page.
+        with self.engine.connect() as conn:
+            unfinished = conn.execute(sa.select(sa.func.count()).where(mine, t.c.state == PENDING)).scalar() or 0
+        rows = self._list(mine & (t.c.state == PENDING), False, limit, offset) if offset < unfinished else []
+        if len(rows) < limit:
+            rows += self._list(mine & (t.c.state != PENDING), True, limit - len(rows), max(0, offset - unfinished))
+        return rows
+
+    def _list(self, where: Any, finished: bool, limit: int, offset: int) -> list[TaskInfo]:
+        sa, t = self._sa, self.table
+        order = (t.c.finished.desc(), t.c.id.desc()) if finished else (t.c.eta, t.c.id)
         query = sa.select(
             t.c.name, t.c.queue, t.c.state, t.c.eta, t.c.created, t.c.attempts,
             t.c.leased_until, t.c.url, t.c.last_error, t.c.finished, t.c.body,
-        )
-        if queue:
-            query = query.where(t.c.queue == queue)
-        if view:
-            query = query.where(self._view_filter(view, now))
-        unfinished = sa.case((t.c.state == PENDING, 0), else_=1)
-        query = query.order_by(
-            unfinished, sa.case((t.c.state == PENDING, t.c.eta), else_=-t.c.finished), t.c.id
-        ).limit(limit).offset(offset)
+        ).where(where).order_by(*order).limit(limit).offset(offset)
         with self.engine.connect() as conn:
             return [TaskInfo(r) for r in conn.execute(query)]
 
@@ -659,20 +667,46 @@ class LocalQueue:
         def count(condition: Any) -> Any:
             return sa.func.sum(sa.case((condition, 1), else_=0))
 
-        done, dead = t.c.state == DONE, t.c.state == FAILED
-        columns = {view: count(self._view_filter(view, now)) for view in VIEWS}
-        columns["done_last_minute"] = count(done & (t.c.finished > now - 60))
-        columns["done_last_hour"] = count(done & (t.c.finished > now - 3600))
-        columns["dead_last_hour"] = count(dead & (t.c.finished > now - 3600))
-        columns["oldest_queued"] = sa.func.min(sa.case((self._view_filter("queued", now), t.c.eta), else_=None))
-        query = sa.select(t.c.queue, *(c.label(n) for n, c in columns.items())).group_by(t.c.queue)
+        # Three queries, each reading only what it counts: states from the
+        # index; the kinds of unfinished tasks from those rows only; recent
+        # outcomes from finished rows of the last hour.
+        leased = t.c.leased_until > now
+        waiting = t.c.leased_until.is_(None) | (t.c.leased_until <= now)
+        fresh = waiting & t.c.last_error.is_(None)
+        unfinished = sa.select(
+            t.c.queue,
+            count(leased).label("running"),
+            count(waiting & t.c.last_error.is_not(None)).label("failed"),
+            count(fresh & (t.c.eta > now)).label("scheduled"),
+            sa.func.min(sa.case((fresh & (t.c.eta <= now), t.c.eta), else_=None)).label("oldest_queued"),
+        ).where(t.c.state == PENDING).group_by(t.c.queue)
+        recent = sa.select(
+            t.c.queue, t.c.state, count(t.c.finished > now - 60).label("minute"), sa.func.count().label("hour"),
+        ).where(t.c.state != PENDING, t.c.finished > now - 3600).group_by(t.c.queue, t.c.state)
         with self.engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        return {
-            row["queue"]: QueueStats(row["queue"], **{n: (row[n] or 0) if n != "oldest_queued" else row[n]
-                                                     for n in columns})
-            for row in sorted(rows, key=lambda r: r["queue"])
-        }
+            states = conn.execute(
+                sa.select(t.c.queue, t.c.state, sa.func.count()).group_by(t.c.queue, t.c.state)
+            ).all()
+            kinds = {row.queue: row for row in conn.execute(unfinished)}
+            lately = {(row.queue, row.state): row for row in conn.execute(recent)}
+        counts: dict[str, dict[str, Any]] = {}
+        for name, state, number in states:
+            counts.setdefault(name, {})[STATE_NAMES[state]] = number
+        result = {}
+        for name in sorted(counts):
+            by_state, kind = counts[name], kinds.get(name)
+            pending = by_state.get("pending", 0)
+            values: dict[str, Any] = {"done": by_state.get("done", 0), "dead": by_state.get("failed", 0)}
+            if kind is not None:
+                values.update(running=kind.running or 0, failed=kind.failed or 0, scheduled=kind.scheduled or 0,
+                              oldest_queued=kind.oldest_queued)
+            values["queued"] = pending - values.get("running", 0) - values.get("failed", 0) - values.get("scheduled", 0)
+            done, dead = lately.get((name, DONE)), lately.get((name, FAILED))
+            values["done_last_minute"] = (done.minute or 0) if done else 0
+            values["done_last_hour"] = done.hour if done else 0
+            values["dead_last_hour"] = dead.hour if dead else 0
+            result[name] = QueueStats(name, **values)
+        return result
 
     def purge_queue(self, queue: str, *, batch: int = 500) -> int:
         """Delete every unfinished and dead task of ``queue`` and their stored
