@@ -12,7 +12,7 @@ DJANGO_NEW ?= Django==6.1.3
 VENV2 ?= .venv313
 PY2 := $(VENV2)/bin/python
 
-.PHONY: demo test bench venv venv2 memcached clean lint django-tests
+.PHONY: demo test bench venv venv2 memcached web-servers clean lint django-tests
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,27 @@ django-tests: $(VENV)/.dev-installed
 
 # Two passes at once (2 CPUs): the default Python with Django 5.2, and Python 3.13
 # with Django 6.1. The second one's output follows the first's; either failing fails.
-test: $(VENV)/.dev-installed $(VENV2)/.dev-installed memcached lint django-tests
+# Debian's nginx, Apache with mod_xsendfile, Chromium and ChromeDriver for the
+# front-server and browser tests, installed together (one apt-get update) when
+# missing and we are root. The tests start their own servers on free ports; no
+# system service is started here (policy-rc.d refuses it during the install).
+WEB_PACKAGES := nginx:/usr/sbin/nginx apache2:/usr/sbin/apache2 \
+	libapache2-mod-xsendfile:/usr/lib/apache2/modules/mod_xsendfile.so \
+	chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
+web-servers:
+	@missing=""; for pair in $(WEB_PACKAGES); do [ -e "$${pair#*:}" ] || missing="$$missing $${pair%%:*}"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing$$missing"; \
+		own_policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
+			chmod +x /usr/sbin/policy-rc.d; own_policy=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; status=$$?; \
+		[ -z "$$own_policy" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; \
+	else \
+		echo "missing:$$missing (Debian: sudo apt-get install$$missing); the tests that need them will skip"; \
+	fi
+
+test: $(VENV)/.dev-installed $(VENV2)/.dev-installed memcached web-servers lint django-tests
 	@if [ -x $(PY2) ]; then \
 	  GAESERVICES_TEST_REDIS_DB=14 $(PY2) -m pytest -p no:cacheprovider $(PYTEST_ARGS) > .test-py313.log 2>&1 & second=$$!; \
 	else \
@@ -84,4 +104,4 @@ lint: $(VENV)/.dev-installed
 	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) $(VENV2) .gaeservices .django-tests .test-py313.log build dist *.egg-info .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(VENV2) test-artifacts .gaeservices .django-tests .test-py313.log build dist *.egg-info .pytest_cache .mypy_cache

@@ -49,6 +49,7 @@ setup(
                     "hypothesis>=6",
                     "gunicorn>=22",  # the real WSGI server behind nginx and Apache in the tests
                     "cryptography>=41",  # throwaway certificates for the STARTTLS tests
+                    "playwright>=1.45",  # drives Debian's chromium (tests/browser_fixtures.py)
                     # peers the benchmarks measure against
                     "Beaker>=1.12",
                     "python-memcached>=1.59",

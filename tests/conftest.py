@@ -19,6 +19,9 @@ import pytest
 from gaeservices.config import Services
 from gaeservices.testing import MemcachedServer
 
+# Fixtures of their own modules, usable in every test by name.
+pytest_plugins = ["browser_fixtures"]
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_HOST = os.environ.get("GAESERVICES_TEST_PGHOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("GAESERVICES_TEST_PGPORT", "5432"))
