@@ -45,6 +45,7 @@ def gunicorn(app: str, env: dict[str, str], log_dir: str, *, workers: int = 2) -
     log = open(os.path.join(log_dir, f"gunicorn-{port}.log"), "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
+         "--pythonpath", os.path.dirname(os.path.abspath(__file__)),
          "--access-logfile", "-", "--graceful-timeout", "2", app],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
@@ -123,3 +124,143 @@ def which(*names: str) -> str | None:
         if found:
             return found
     return None
+
+
+# --- nginx and Apache, configured as docs/filetransfers.md says ---------------------------
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "filetransfers.md")
+DOC_APP = "127.0.0.1:8000"
+DOC_ROOT = "/srv/app/uploads"
+
+
+def documented(language: str) -> str:
+    """The one ```language block of docs/filetransfers.md: the configuration the docs give."""
+    import re
+
+    with open(DOCS, encoding="utf-8") as f:
+        blocks = re.findall(rf"^```{language}\n(.*?)^```", f.read(), flags=re.S | re.M)
+    assert len(blocks) == 1, f"docs/filetransfers.md should hold one {language} configuration"
+    return blocks[0]
+
+
+def _adapt(config: str, *, listen_from: str, listen_to: str, app_port: int, root: str) -> str:
+    for old, new in ((listen_from, listen_to), (DOC_APP, f"127.0.0.1:{app_port}"), (DOC_ROOT, root)):
+        assert old in config, f"the documented configuration no longer says {old!r}"
+        config = config.replace(old, new)
+    return config
+
+
+@contextmanager
+def public_directory() -> Iterator[str]:
+    """A directory the front servers' unprivileged workers can read (pytest's own tmp is
+    0700), removed afterwards."""
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="gaeservices-files-")
+    os.chmod(directory, 0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _start(command: list[str], port: int, log_path: str, what: str) -> subprocess.Popen:
+    log = open(log_path, "wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    try:
+        wait_for_port("127.0.0.1", port, timeout=15)
+    except TimeoutError:
+        process.kill()
+        process.wait()
+        with open(log_path, errors="replace") as f:
+            raise RuntimeError(f"{what} did not start:\n{f.read()[-3000:]}") from None
+    return process
+
+
+def _stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextmanager
+def nginx(app_port: int, root: str, workdir: str) -> Iterator[int]:
+    """nginx with the documented server block in front of ``app_port``; yields its port."""
+    executable = which("nginx")
+    if executable is None:
+        unavailable("nginx", "`make test` installs Debian's nginx when run as root")
+    port = free_port()
+    server = _adapt(documented("nginx"), listen_from="listen 80;", listen_to=f"listen 127.0.0.1:{port};",
+                    app_port=app_port, root=root)
+    temp = os.path.join(workdir, "nginx-temp")
+    os.makedirs(temp, exist_ok=True)
+    os.chmod(temp, 0o777)
+    config = os.path.join(workdir, "nginx.conf")
+    with open(config, "w") as f:
+        f.write(f"""daemon off;
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {workdir}/nginx-access.log;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    default_type application/octet-stream;
+{server}
+}}
+""")
+    process = _start([executable, "-c", config, "-p", workdir, "-e", f"{workdir}/nginx-error.log"], port,
+                     os.path.join(workdir, "nginx-stderr.log"), "nginx")
+    try:
+        yield port
+    finally:
+        _stop(process)
+
+
+APACHE_MODULES = "/usr/lib/apache2/modules"
+
+
+@contextmanager
+def apache(app_port: int, root: str, workdir: str) -> Iterator[int]:
+    """Apache (mod_proxy_http, mod_headers, mod_xsendfile) with the documented virtual host; yields its port."""
+    executable = which("apache2", "httpd")
+    xsendfile = os.path.join(APACHE_MODULES, "mod_xsendfile.so")
+    if executable is None or not os.path.exists(xsendfile):
+        unavailable("Apache with mod_xsendfile",
+                    "`make test` installs Debian's apache2 and libapache2-mod-xsendfile when run as root")
+    port = free_port()
+    site = _adapt(documented("apache"), listen_from="*:80", listen_to=f"127.0.0.1:{port}", app_port=app_port,
+                  root=root)
+    modules = "\n".join(f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so"
+                        for name in ("mpm_event", "authz_core", "rewrite", "proxy", "proxy_http", "headers", "xsendfile"))
+    unprivileged = "User nobody\nGroup nogroup\n" if os.geteuid() == 0 else ""
+    config = os.path.join(workdir, "apache2.conf")
+    with open(config, "w") as f:
+        f.write(f"""ServerRoot {workdir}
+DefaultRuntimeDir {workdir}
+PidFile {workdir}/apache2.pid
+Mutex file:{workdir} default
+ErrorLog {workdir}/apache2-error.log
+LogLevel warn
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+{unprivileged}{modules}
+{site}
+""")
+    process = _start([executable, "-f", config, "-DFOREGROUND"], port, os.path.join(workdir, "apache2-stderr.log"),
+                     "Apache")
+    try:
+        yield port
+    finally:
+        _stop(process)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from urllib.parse import unquote_to_bytes
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from webob import Request
 
-from gaeservices.filetransfers import XSendfileMiddleware, serve_file
+from gaeservices.filetransfers import XSendfileMiddleware, serve_file, uploaded_files
 from gaeservices.filetransfers.disposition import content_disposition
 
 from filetransfers_helpers import call
@@ -108,9 +109,12 @@ def test_explicit_root(services, tree, tmp_path):
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("name", ["tab\there.txt", "esc\x1bhere.txt", "del\x7fhere.txt", "cr\rhere.txt"])
-def test_control_characters_never_reach_an_x_sendfile_header(services, tree, name, caplog):
-    # PEP 3333: a header value holds no control character at all, not only CR and LF.
+@pytest.mark.parametrize("name", ["tab\there.txt", "esc\x1bhere.txt", "del\x7fhere.txt", "cr\rhere.txt",
+                                  "100%25 sure.txt", "%2e%2e%2fok.txt"])
+def test_x_sendfile_refuses_what_servers_read_differently(services, tree, name, caplog):
+    # PEP 3333: a header value holds no control character at all, not only CR and
+    # LF. And "%": Debian's mod_xsendfile reads the path raw, mod_xsendfile 1.0 and
+    # lighttpd percent-decode it -- "%2e%2e%2f" would become "../".
     root, _ = tree
     with open(os.path.join(root, name), "w") as f:
         f.write("ok")
@@ -119,6 +123,18 @@ def test_control_characters_never_reach_an_x_sendfile_header(services, tree, nam
     result = call(response)  # under wsgiref.validate
     assert result.code == 404 and "X-Sendfile" not in result.headers
     assert "refused to serve" in caplog.text
+    if "%" in name:  # nginx gets a URI, percent-encoded: it is served as it is
+        accel = serve_file(Request.blank("/"), name, services=services, backend="xaccel")
+        assert os.fsdecode(unquote_to_bytes(accel.headers["X-Accel-Redirect"][len("/protected/"):])) == name
+
+
+def test_uploads_are_saved_under_names_without_percent(services):
+    body = (b'--b\r\nContent-Disposition: form-data; name="f"; filename="%2e%2e%2f100%.txt"\r\n'
+            b"\r\nx\r\n--b--\r\n")
+    (stored,) = uploaded_files(Request.blank("/u", method="POST", body=body,
+                                             content_type="multipart/form-data; boundary=b"), services=services)
+    assert stored.filename == "_2e_2e_2f100_.txt"
+    assert serve_file(Request.blank("/"), stored.name, services=services, backend="xsendfile").status_code == 200
 
 
 # --- the middleware's roots ----------------------------------------------------------

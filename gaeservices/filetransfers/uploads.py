@@ -129,7 +129,8 @@ class LocalUploadBackend:
         ]
 
     def _open(self, filename: str) -> tuple[str, BinaryIO]:
-        filename = _short(safe_filename(filename) or "upload")
+        # "%" would be percent-decoded by some X-Sendfile servers, read raw by others
+        filename = _short(safe_filename(filename).replace("%", "_") or "upload")
         directory = os.path.join(self.root, secrets.token_hex(12))
         os.makedirs(directory)
         path = os.path.join(directory, filename)

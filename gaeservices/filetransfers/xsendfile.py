@@ -5,11 +5,14 @@ The application answers with headers only; Apache (mod_xsendfile) or lighttpd re
 and serves the file itself, ranges and conditional requests included. The worker
 is free as soon as the headers are out.
 
-Paths with CR or LF are refused (404): they cannot travel in a header; nor can
-any other control character (PEP 3333), so ``X-Sendfile`` refuses those too
-while ``X-Accel-Redirect`` percent-encodes them. Non-ASCII
-path bytes travel as latin-1 (PEP 3333's convention) in ``X-Sendfile``; the nginx
-URI is percent-encoded, which nginx decodes.
+The X-Accel-Redirect URI is percent-encoded, and nginx decodes it. X-Sendfile
+has no one encoding: Debian's and Ubuntu's mod_xsendfile (0.12) read the path
+raw, while mod_xsendfile 1.0 (``XSendFileUnescape on``, its default) and lighttpd
+1.4.40 and later percent-decode it. So the path travels raw -- its bytes as
+latin-1, PEP 3333's convention -- and a path holding ``%`` is refused (404,
+logged): decoded, ``%2e%2e%2fother`` would become ``../other``, another file. A
+path holding a control character is refused too: PEP 3333 lets none into a
+header value. (Uploads are saved under names without ``%``.)
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from .stream_backend import PRIVATE
 __all__ = ["XSendfileBackend", "XAccelBackend"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]").search
-
 
 def _header_headers(source: Any, save_as: bool | str, content_type: str | None, trusted: bool,
                     cache_control: str | None) -> list[tuple[str, str]]:
@@ -59,8 +61,6 @@ class _FrontServerBackend:
             source = local_file(file, root or self.root)
             if source.path is None:
                 raise UnsafePath("an open file without an absolute name cannot be handed over")
-            if "\r" in source.path or "\n" in source.path:
-                raise UnsafePath("CR or LF in path")
             header = self.header(source.path)
         except UnsafePath as exc:
             refuse(file, exc)
@@ -68,10 +68,13 @@ class _FrontServerBackend:
         except OSError:
             return not_found_response()
         headers = _header_headers(source, save_as, content_type, trusted, cache_control)
-        return make_response("200 OK", [header] + headers, [])
+        return make_response("200 OK", [header] + self.validators(source) + headers, [])
 
     def header(self, path: str) -> tuple[str, str]:
         raise NotImplementedError
+
+    def validators(self, source: Any) -> list[tuple[str, str]]:
+        return []
 
 
 class XSendfileBackend(_FrontServerBackend):
@@ -83,9 +86,21 @@ class XSendfileBackend(_FrontServerBackend):
     def from_settings(cls, settings: Any, value: Any = None) -> XSendfileBackend:
         return cls(root=settings.root)
 
+    def validators(self, source: Any) -> list[tuple[str, str]]:
+        # mod_xsendfile keeps an ETag and Last-Modified the application sent, and
+        # judges conditional requests by them; without one it derives the ETag
+        # from the proxied request, which has no file: `ETag: "0"` for every file,
+        # so a changed file would be confirmed current with 304.
+        info = source.info
+        if info.etag is None or info.last_modified is None:
+            return []
+        return [("ETag", info.etag), ("Last-Modified", info.last_modified)]
+
     def header(self, path: str) -> tuple[str, str]:
         if _CONTROL(path):  # X-Accel-Redirect percent-encodes them; here they would travel raw
             raise UnsafePath("control character in path")
+        if "%" in path:  # read raw by some servers, percent-decoded by others
+            raise UnsafePath("'%' in an X-Sendfile path")
         return ("X-Sendfile", os.fsencode(path).decode("latin-1"))
 
 
