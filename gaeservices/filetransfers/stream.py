@@ -336,8 +336,8 @@ def not_found() -> tuple[str, Headers, list[bytes]]:
 _KEPT_ON_304 = frozenset(("cache-control", "expires", "vary", "content-location"))
 
 
-def _not_modified(validators: Headers, extra: Headers) -> tuple[str, Headers, list[bytes]]:
-    headers = validators + [("X-Content-Type-Options", "nosniff")]
+def _not_modified(validators: Headers, extra: Headers, cache: Headers) -> tuple[str, Headers, list[bytes]]:
+    headers = validators + [("X-Content-Type-Options", "nosniff")] + cache
     if extra:
         headers += [h for h in extra if h[0].lower() in _KEPT_ON_304]
     return "304 Not Modified", headers, []
@@ -355,6 +355,7 @@ def respond(
     opener: Callable[[], BinaryIO] | None = None,
     content_type: str | None = None,
     extra_headers: Iterable[tuple[str, str]] = (),
+    cache_headers: Headers = [],
 ) -> tuple[str, Headers, Iterable[bytes]]:
     """Status, headers and body answering ``environ`` with the file described by ``info``.
 
@@ -362,6 +363,8 @@ def respond(
     returns (an open binary file positioned anywhere; it is seeked and closed here).
     ``extra_headers`` (Content-Disposition, Cache-Control...) go on every 200 and
     206; of them, Cache-Control, Expires, Vary and Content-Location go on 304s too.
+    ``cache_headers`` (Cache-Control) go on 200, 206 and 304 as they are (never
+    changed here).
     """
     method = environ["REQUEST_METHOD"]
     extra = extra_headers if type(extra_headers) is list else list(extra_headers)
@@ -383,7 +386,7 @@ def respond(
     if if_none_match is not None:
         if if_none_match == etag or _matches(if_none_match, etag, strong=False):
             if method in ("GET", "HEAD"):
-                return _not_modified(validators, extra)
+                return _not_modified(validators, extra, cache_headers)
             return _plain("412 Precondition Failed", validators)
     elif etag is not None and method in ("GET", "HEAD"):
         since = environ.get("HTTP_IF_MODIFIED_SINCE")
@@ -394,10 +397,12 @@ def respond(
                 date = _date(since)
                 not_modified = date is not None and info.mtime <= date
             if not_modified:
-                return _not_modified(validators, extra)
+                return _not_modified(validators, extra, cache_headers)
 
     size = info.size
     headers = info.headers
+    if cache_headers:
+        extra = extra + cache_headers
     if content_type is not None:
         headers = [("Content-Type", content_type)] + headers[1:]
 

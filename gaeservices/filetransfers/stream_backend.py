@@ -47,8 +47,10 @@ class StreamBackend:
         except OSError:
             return not_found_response()
         info = source.info
+        cache: list[tuple[str, str]] = []
+        extra: list[tuple[str, str]]
         if content_type is None and not save_as and cache_control is PRIVATE and (trusted or info.inline):
-            extra = _PRIVATE_HEADERS  # the common case, without building anything
+            extra, cache = [], _PRIVATE_HEADERS  # the common case, without building anything
         else:
             content_type, extra = download_headers(content_type, info.content_type, source.own_name,
                                                    save_as=save_as, trusted=trusted, cache_control=cache_control)
@@ -62,5 +64,6 @@ class StreamBackend:
             opener=opener,
             content_type=content_type,
             extra_headers=extra,
+            cache_headers=cache,
         )
         return make_response(status, headers, body)
