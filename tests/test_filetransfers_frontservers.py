@@ -108,6 +108,11 @@ def test_ranges(site):
     assert parts == [content[0:10], content[100000:100010]]
     response, _ = site.get(link, Range=f"bytes={len(content)}-")
     assert response.status == 416
+    etag = site.get(link)[0].getheader("ETag")
+    response, body = site.get(link, Range="bytes=0-9", If_Range=etag)
+    assert response.status == 206 and body == content[:10]
+    response, body = site.get(link, Range="bytes=0-9", If_Range='"another"')
+    assert response.status == 200 and body == content
 
 
 def test_revalidation_and_a_changed_file(site):
