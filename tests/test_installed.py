@@ -47,7 +47,13 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 # Extras installed with the wheel: what the documented commands need.
-EXTRAS = ["demo", "django"]
+EXTRAS = ["demo", "django", "celery"]
+
+# Other programs the docs show running our modules (`celery -A gaeservices.tasks.celery
+# worker`): the environment each needs to load them, as the docs say to set it.
+PROGRAMS = {
+    "celery": {"GAESERVICES_QUEUE": "celery://redis://127.0.0.1:6379/15"},
+}
 
 # Commands run for real in a fresh directory: (arguments, exit status, text in stdout).
 RUNS = [
@@ -112,6 +118,31 @@ def documented_commands() -> dict[tuple[str, ...], tuple[set[str], set[str]]]:
                     path = path[: max(1, len(path) - len(words))] + words
                 options, where = found.setdefault(tuple(path), (set(), set()))
                 options.update(m for token in tokens for m in re.findall(r"--[a-z][a-z0-9-]*", token))
+                where.add(name)
+    return found
+
+
+def documented_programs() -> dict[tuple[str, ...], tuple[set[str], set[str]]]:
+    """For each line of the docs' code blocks that runs one of PROGRAMS on a module
+    (``celery -A gaeservices.tasks.celery worker -Q default``): the program and its
+    arguments up to the options, the options shown, and the documents."""
+    found: dict[tuple[str, ...], tuple[set[str], set[str]]] = {}
+    for name, text in _doc_texts().items():
+        for language, body in _FENCE.findall(text):
+            if language in ("python", "py"):
+                continue
+            for line in body.splitlines():
+                tokens = line.split("#")[0].split()
+                if not tokens or tokens[0] not in PROGRAMS or "gaeservices" not in line:
+                    continue
+                command: list[str] = []
+                for position, token in enumerate(tokens):
+                    # `-A module` names what to load; any other option ends the command
+                    if token.startswith("-") and token != "-A":
+                        break
+                    command.append(token)
+                options, where = found.setdefault(tuple(command), (set(), set()))
+                options.update(t.split("=")[0] for t in tokens[len(command):] if t.startswith("-"))
                 where.add(name)
     return found
 
@@ -267,6 +298,8 @@ def test_the_sdist_builds_what_the_wheel_holds(dist):
 def test_help_of_every_command(venv, outside):
     done = run(venv, outside, "gaeservices", "--help")
     assert done.returncode == 0, done.stderr
+    as_module = run(venv, outside, "python", "-m", "gaeservices", "--help")  # the README's other way
+    assert as_module.returncode == 0 and as_module.stdout == done.stdout, as_module.stderr
     listed = json.loads(run(venv, outside, "python", "-c",
                             "import json; from gaeservices.cli import COMMANDS; print(json.dumps(list(COMMANDS)))").stdout)
     assert listed and all(f"  {name} " in done.stdout for name in listed)
@@ -282,6 +315,20 @@ def test_documented_command(venv, outside, words):
     assert words, f"{shown}: a `gaeservices` line without a command"
     done = run(venv, outside, "gaeservices", *words, "--help")
     assert done.returncode == 0, f"{shown}: --help failed: {done.stderr}"
+    for option in sorted(options):
+        assert option in done.stdout, f"{shown}: no option {option}"
+
+
+@pytest.mark.parametrize("command", sorted(documented_programs()), ids=" ".join)
+def test_documented_program(venv, outside, command):
+    options, where = documented_programs()[command]
+    environ = {**_environ(venv), **PROGRAMS[command[0]]}
+    done = subprocess.run(
+        [str(venv / "bin" / command[0]), *command[1:], "--help"],
+        cwd=outside, env=environ, capture_output=True, text=True, timeout=120,
+    )
+    shown = f"{' '.join(command)} (shown in {', '.join(sorted(where))})"
+    assert done.returncode == 0, f"{shown}: --help failed: {done.stdout[-2000:]} {done.stderr[-2000:]}"
     for option in sorted(options):
         assert option in done.stdout, f"{shown}: no option {option}"
 
@@ -433,3 +480,4 @@ def test_the_collectors_find_what_the_docs_show():
     assert {"--queues", "--push-to"} <= commands[("worker",)][0]
     assert len(documented_imports()) >= 5
     assert {"sql", "appengine"} <= named_extras()
+    assert ("celery", "-A", "gaeservices.tasks.celery", "worker") in documented_programs()
