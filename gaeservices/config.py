@@ -582,6 +582,12 @@ class Services:
                 "GAESERVICES_SECRET_KEY must be set on App Engine: instances share no disk, "
                 "so a generated key would differ from one instance to the next"
             )
+        if self._secret_keys is None:
+            # A key generated earlier is checked now; a new one is generated on first use.
+            try:
+                self._secret_keys = [_key_file(os.path.join(self.data_dir, "secret_key"))]
+            except FileNotFoundError:
+                pass
 
         defaults = self._defaults()
         self._specs: dict[str, Any] = {}
@@ -802,9 +808,15 @@ def _checked_keys(value: str | bytes | list[str | bytes], source: str) -> list[b
 
 
 def _key_file(path: str) -> bytes:
-    """The generated key kept at ``path``; ConfigurationError if it is not one."""
-    with open(path, "rb") as f:
-        key = f.read().strip()
+    """The generated key kept at ``path``; ConfigurationError if it is not one, or
+    cannot be read (FileNotFoundError if there is none)."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read().strip()
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise ConfigurationError(f"cannot read the signing key {path}: {error.strerror or error}") from None
     if len(key) < MIN_KEY_BYTES:
         raise ConfigurationError(
             f"{path} holds {len(key)} bytes, not a signing key of at least {MIN_KEY_BYTES}: "

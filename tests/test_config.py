@@ -135,10 +135,15 @@ def test_secret_key_generated_once(tmp_path, caplog):
 def test_a_key_file_that_holds_no_key_is_refused(tmp_path):
     # What a crash between creating the file and writing it left behind, or a
     # file written by hand: never sign with an empty or short key.
+    # Checked when Services is built, like a key given in the environment.
     for content in (b"", b"  \n", b"short"):
         (tmp_path / "secret_key").write_bytes(content)
         with pytest.raises(ConfigurationError, match="not a signing key"):
-            Services(environ={}, data_dir=str(tmp_path)).secret_keys
+            Services(environ={}, data_dir=str(tmp_path))
+    (tmp_path / "secret_key").unlink()
+    (tmp_path / "secret_key").mkdir()  # unreadable as a file
+    with pytest.raises(ConfigurationError, match="cannot read the signing key"):
+        Services(environ={}, data_dir=str(tmp_path))
 
 
 def test_racing_processes_generate_one_key(tmp_path):
