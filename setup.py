@@ -48,6 +48,7 @@ setup(
                     "build>=1",
                     "hypothesis>=6",
                     "gunicorn>=22",  # the real WSGI server behind nginx and Apache in the tests
+                    "Flask>=3",  # examples/flask
                     "cryptography>=41",  # throwaway certificates for the STARTTLS tests
                     "playwright>=1.45",  # drives Debian's chromium (tests/browser_fixtures.py)
                     # peers the benchmarks measure against

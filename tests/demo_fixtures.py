@@ -68,10 +68,12 @@ class Client:
         self.cookies = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
 
-    def open(self, path: str, data: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+    def open(self, path: str, data: dict[str, str] | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
         body = None if data is None else urllib.parse.urlencode(data).encode()
+        request = urllib.request.Request(self.base + path.lstrip("/"), data=body, headers=headers or {})
         try:
-            with self.opener.open(self.base + path.lstrip("/"), data=body, timeout=30) as response:
+            with self.opener.open(request, timeout=30) as response:
                 return response.status, response.read().decode(), dict(response.headers)
         except urllib.error.HTTPError as error:
             with error:
