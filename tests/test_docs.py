@@ -6,6 +6,7 @@ from an installed wheel; these are the statements it cannot collect.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -62,6 +63,10 @@ def test_the_app_engine_example_routes_tasks_to_the_packaged_endpoint(testbed, m
     fresh = ("examples.appengine.main", "gaeservices.wsgi.deferred")
     for name in fresh:
         sys.modules.pop(name, None)
+    # The SDK's wrap_wsgi_app replaces os.environ with a per-thread view for the rest of
+    # the process. On Python 3.13 threads started afterwards see it empty (the SDK's
+    # threading patch no longer takes), so later tests' threads lost the testbed's app id.
+    saved_environ = os.environ
     try:
         main = importlib.import_module("examples.appengine.main")
         from gaeservices.wsgi.deferred import application
@@ -75,6 +80,7 @@ def test_the_app_engine_example_routes_tasks_to_the_packaged_endpoint(testbed, m
         b"".join(main.application(environ, lambda status, headers, exc_info=None: statuses.append(status)))
         assert statuses[0].split()[0] in ("400", "403")  # the endpoint answered: an unsigned body
     finally:
+        os.environ = saved_environ
         set_services(previous)
         for name in fresh:
             sys.modules.pop(name, None)
