@@ -467,3 +467,49 @@ def test_a_quoted_local_part_goes_in_the_envelope_as_written(smtp_server):
     backend.send(msg.as_bytes(), envelope)
     assert smtp_server.handler.received[0].recipients == ['"john doe"@example.com']
     backend.close()
+
+
+def test_a_forked_process_does_not_use_its_parents_connection_or_locks(smtp_server):
+    import signal
+
+    backend = smtp(smtp_server)
+    raw, envelope = message()
+    backend.send(raw, envelope)
+    # Another thread of the parent holds the pool's lock at the moment of the fork
+    # (as the idle reaper may): the child must not wait for it for ever.
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with backend._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    pid = os.fork()
+    if pid == 0:  # the child: a connection of its own, never the parent's socket
+        status = 1
+        try:
+            backend.send(raw, envelope)
+            status = 0 if backend.connections_opened == 2 else 3
+        finally:
+            os._exit(status)
+    release.set()
+    holder.join()
+    deadline = time.monotonic() + 20
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.02)
+    assert os.waitstatus_to_exitcode(status) == 0
+    backend.send(raw, envelope)  # the parent's connection was left alone and still works
+    assert backend.connections_opened == 1
+    peers = [r.peer for r in smtp_server.handler.received]
+    assert len(peers) == 3 and peers[0] == peers[2] != peers[1]
+    backend.close()

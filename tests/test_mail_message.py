@@ -375,3 +375,58 @@ def test_any_body_arrives_intact_up_to_line_ends(body):
     text = text_of(roundtrip(msg))
     expected = "\n".join(body.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
     assert text.rstrip("\n") == expected.rstrip("\n")
+
+
+# --- the direct way writes what the standard library writes ---------------------------
+
+import re as _re  # noqa: E402
+
+from gaeservices.mail.message import _build  # noqa: E402
+
+_VOLATILE = _re.compile(rb"(?:Date|Message-ID):[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*")
+
+
+def _both_ways(*args, **kwargs):
+    direct = _build(*args, direct=True, **kwargs)
+    standard = _build(*args, direct=False, **kwargs)
+    assert direct[1] == standard[1]
+    assert str(direct[0]["Message-ID"]) == direct[2] and str(standard[0]["Message-ID"]) == standard[2]
+    return _VOLATILE.sub(b"", direct[0].as_bytes()), _VOLATILE.sub(b"", standard[0].as_bytes())
+
+
+names = st.from_regex(r"[A-Za-z0-9 .\"]{0,30}", fullmatch=True)
+plain_locals = st.from_regex(r"[A-Za-z0-9_+=-]{1,12}(\.[A-Za-z0-9]{1,5}){0,2}", fullmatch=True)
+plain_domains = st.from_regex(r"[a-z0-9-]{1,12}(\.[a-z]{2,6}){1,2}", fullmatch=True)
+ascii_subjects = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=90) | st.text(max_size=20)
+bodies = st.lists(
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=90) | st.text(max_size=20), max_size=6
+).map(lambda lines: "\n".join(lines)) | st.text(max_size=200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    people=st.lists(st.tuples(names, plain_locals, plain_domains), min_size=1, max_size=4),
+    subject=ascii_subjects,
+    body=bodies,
+)
+def test_the_direct_way_writes_what_the_standard_library_writes(people, subject, body):
+    sender, *rest = people
+    try:
+        direct, standard = _both_ways(
+            (sender[0], f"{sender[1]}@{sender[2]}"), [(n, f"{lp}@{d}") for n, lp, d in people],
+            subject, body, cc=[(n, f"{lp}@{d}") for n, lp, d in rest],
+        )
+    except InvalidMessageError:
+        event("refused")
+        return
+    event("built")
+    assert direct == standard
+
+
+@pytest.mark.parametrize("length", range(60, 82))
+def test_the_direct_way_folds_where_the_standard_library_folds(length):
+    subject = ("word " * 20)[: length - len("Subject: ")].rstrip() or "x"
+    recipients = [f"reader{i}@example.com" for i in range(length // 20)] or ["a@example.com"]
+    body = "x" * (length - 2) + "\n" + "y" * length
+    direct, standard = _both_ways(("Bench Sender", "s@example.com"), recipients, subject, body)
+    assert direct == standard

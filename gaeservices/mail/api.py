@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from collections.abc import Iterable, Mapping
 from email.message import Message
@@ -45,7 +44,7 @@ from ..exceptions import (
 from ..tasks.api import RetryOptions
 from ..tasks.api import defer as defer_task
 from .backend import SendResult
-from .message import AddressLike, AttachmentLike, Envelope, build_message, prepare_message
+from .message import AddressLike, AttachmentLike, Envelope, _build, prepare_message
 
 __all__ = [
     "send_mail",
@@ -89,6 +88,7 @@ def send_mail(
     defer: bool = True,
     services: Services | None = None,
     retry_options: Any = None,
+    queue: str | None = None,
 ) -> str:
     """Build a message and send it (``defer=False``) or queue it; returns its Message-ID.
 
@@ -101,15 +101,17 @@ def send_mail(
     address, a header value holding CR/LF or another control character, or
     what the backend cannot send. With ``defer=False``, raises
     TemporaryDeliveryError / PermanentDeliveryError when a recipient did not
-    accept the message (``.accepted`` lists those who did).
+    accept the message (``.accepted`` lists those who did). ``queue`` names the
+    queue a deferred message goes through (default ``EMAIL_QUEUE_NAME``).
     """
-    msg, envelope = build_message(
+    msg, envelope, message_id = _build(
         sender, to, subject, body, html=html, cc=cc, bcc=bcc, reply_to=reply_to,
-        headers=headers, attachments=attachments,
+        headers=headers, attachments=attachments, direct=True,
     )
     raw = msg.as_bytes()
-    message_id = str(msg["Message-ID"]).strip()
-    return send_prepared(raw, envelope, message_id, defer=defer, services=services, retry_options=retry_options)
+    return send_prepared(
+        raw, envelope, message_id, defer=defer, services=services, retry_options=retry_options, queue=queue
+    )
 
 
 def send_message(
@@ -167,7 +169,6 @@ def send_prepared(
         list(envelope.recipients),
         message_id,
         _queue=queue or services.email_queue_name,
-        _name="mail-" + secrets.token_hex(12),
         _retry_options=retry_options if retry_options is not None else MAIL_RETRY,
         _services=services,
     )
@@ -209,15 +210,18 @@ def deliver(raw: bytes, sender: str, recipients: list[str], message_id: str) -> 
     except PermanentDeliveryError as exc:
         answer = exc.response or str(exc)
         refused = {r: exc.refused.get(r, answer) for r in remaining}
-        _record(store, key, recipients, {}, refused)
+        _record(store, key, recipients, {}, refused, fresh=status.updated is None)
         raise PermanentTaskFailure(f"mail {message_id} refused: {answer}") from exc
     except InvalidMessageError as exc:  # the backend found what check() could not
-        _record(store, key, recipients, {}, {r: str(exc) for r in remaining})
+        _record(store, key, recipients, {}, {r: str(exc) for r in remaining}, fresh=status.updated is None)
         raise PermanentTaskFailure(f"mail {message_id} cannot be sent: {exc}") from exc
     except TemporaryDeliveryError as exc:
         raise SingularTaskFailure(f"mail {message_id} not sent yet: {exc}") from exc
     # Before the task is acknowledged: what the server accepted is never sent again.
-    _record(store, key, recipients, {r: result.response for r in result.accepted}, result.refused)
+    _record(
+        store, key, recipients, {r: result.response for r in result.accepted}, result.refused,
+        fresh=status.updated is None,
+    )
     if result.deferred:
         summary = "; ".join(f"{r}: {a}" for r, a in result.deferred.items())
         raise SingularTaskFailure(f"mail {message_id} deferred for {summary}")
@@ -226,7 +230,16 @@ def deliver(raw: bytes, sender: str, recipients: list[str], message_id: str) -> 
         raise PermanentTaskFailure(f"mail {message_id} refused: {summary}")
 
 
-def _record(store: Any, key: str, recipients: list[str], sent: dict[str, str], refused: dict[str, str]) -> None:
+def _record(
+    store: Any,
+    key: str,
+    recipients: list[str],
+    sent: dict[str, str],
+    refused: dict[str, str],
+    *,
+    fresh: bool,
+) -> None:
+    """Merge what happened into the record (``fresh``: none was found before sending)."""
     now = time.time()
 
     def merge(current: bytes | None) -> bytes:
@@ -239,6 +252,10 @@ def _record(store: Any, key: str, recipients: list[str], sent: dict[str, str], r
         data["updated"] = now
         return json.dumps(data, separators=(",", ":")).encode()
 
+    # The first record is an insert that cannot overwrite one written meanwhile (by
+    # another run of the same task); when one was, or when one was read, merge.
+    if fresh and store.add(key, merge(None), timeout=RECORD_SECONDS):
+        return
     store.update(key, merge, timeout=RECORD_SECONDS)
 
 

@@ -24,7 +24,6 @@ import asyncio
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any, TextIO
 
 from .message import Envelope
@@ -50,6 +49,7 @@ class SMTPServerThread:
         *,
         ssl_context: Any = None,
         hostname: str = "localhost",
+        sock: Any = None,
         **smtp_options: Any,
     ) -> None:
         self.handler = handler
@@ -58,6 +58,7 @@ class SMTPServerThread:
         self.ssl_context = ssl_context
         self.hostname = hostname
         self.smtp_options = smtp_options
+        self._sock = sock  # a socket already listening (the CLI binds before it starts anything)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: Any = None
@@ -90,9 +91,13 @@ class SMTPServerThread:
 
             async def serve() -> None:
                 try:
-                    servers.append(await loop.create_server(
-                        self._factory, self.host, self.port, ssl=self.ssl_context, reuse_address=True
-                    ))
+                    if self._sock is not None:
+                        server = await loop.create_server(self._factory, sock=self._sock, ssl=self.ssl_context)
+                    else:
+                        server = await loop.create_server(
+                            self._factory, self.host, self.port, ssl=self.ssl_context, reuse_address=True
+                        )
+                    servers.append(server)
                 except BaseException as exc:
                     failure.append(exc)
                 finally:
@@ -112,7 +117,7 @@ class SMTPServerThread:
             self._thread.join()
             self._loop = self._thread = None
             raise failure[0]
-        self._server = servers[0]
+        self._server, self._sock = servers[0], None
         self.port = servers[0].sockets[0].getsockname()[1]
         return self
 
@@ -178,26 +183,25 @@ class PrintingHandler:
         return "250 Message accepted for delivery"
 
 
-def main(argv: list[str] | None = None, *, ready: Callable[[SMTPServerThread], None] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    from ..cli import CommandError, listen
+
     parser = argparse.ArgumentParser(
         prog="gaeservices smtpd",
         description="A development SMTP server that prints each message it receives.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=1025, help="port to listen on (default 1025; 0 picks one)")
+    parser.add_argument("--port", type=int, default=1025, help="port to listen on (default 1025; 0: any free one)")
     parser.add_argument("--save", metavar="DIR", help="also keep each message as a .eml file in DIR")
     options = parser.parse_args(argv)
     try:
         import aiosmtpd  # noqa: F401
     except ImportError:
-        print("gaeservices smtpd needs aiosmtpd: pip install 'gaeservices[mail]'", file=sys.stderr)
-        return 2
-    server = SMTPServerThread(PrintingHandler(save=options.save), options.host, options.port)
-    try:
-        server.start()
-    except OSError as exc:
-        print(f"gaeservices smtpd: cannot listen on {options.host}:{options.port}: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError("needs aiosmtpd: pip install 'gaeservices[mail]'", 2) from None
+    sock = listen(options.host, options.port)  # a taken port is all that happens
+    host, port = sock.getsockname()[:2]
+    server = SMTPServerThread(PrintingHandler(save=options.save), host, port, sock=sock)
+    server.start()
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -206,13 +210,11 @@ def main(argv: list[str] | None = None, *, ready: Callable[[SMTPServerThread], N
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     print(
-        f"gaeservices smtpd listening on {server.host}:{server.port}"
+        f"gaeservices smtpd listening on {server.url[len('smtp://'):]}"
         + (f", saving to {options.save}" if options.save else "")
         + f"; send with GAESERVICES_MAIL={server.url} (Ctrl-C stops)",
         flush=True,
     )
-    if ready is not None:
-        ready(server)
     while not stopping.wait(0.5):
         pass
     server.stop()

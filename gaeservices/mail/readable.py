@@ -40,7 +40,8 @@ def readable(raw: bytes, envelope: Envelope | None = None, *, title: str = "mess
         html = msg.get_body(preferencelist=("html",))
         if html is not None:
             lines.append("")
-            lines.append(f"[text/html part: {_size(len(html.get_content().encode('utf-8')))}]")
+            html_text = html.get_content().replace("\r\n", "\n")
+            lines.append(f"[text/html part: {_size(len(html_text.encode()))}]")
         attachments = list(msg.iter_attachments())
         if attachments:
             lines.append("")

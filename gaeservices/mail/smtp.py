@@ -36,6 +36,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from typing import Any
 
 from ..config import BackendURL, _redact
@@ -61,6 +62,21 @@ def _answer(code: int | None, text: Any) -> str:
         text = text.decode("utf-8", "replace")
     text = " ".join(str(text or "").split())
     return f"{code} {text}".strip() if code is not None else text
+
+
+# Every backend, so that a forked child starts with fresh locks and no
+# connections: a lock held by a thread of the parent at the fork would never be
+# released in the child, and the parent's sockets are not the child's to use.
+_BACKENDS: weakref.WeakSet[SMTPBackend] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_BACKENDS):
+        backend._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Stale(Exception):
@@ -103,8 +119,15 @@ class SMTPBackend:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._reaper: threading.Thread | None = None
-        self._pid = os.getpid()
         self.connections_opened = 0  # for tests and operators: how often we connected
+        _BACKENDS.add(self)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: new locks, no connections (the parent's are left alone)."""
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pool = []
+        self._reaper = None
 
     @classmethod
     def from_url(cls, url: BackendURL, services: Any = None) -> SMTPBackend:
@@ -300,8 +323,6 @@ class SMTPBackend:
         expired = []
         found = None
         with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use
-                self._pool, self._pid = [], os.getpid()
             now = time.monotonic()
             while self._pool:
                 connection, last_used = self._pool.pop()
