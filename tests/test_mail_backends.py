@@ -201,10 +201,10 @@ def test_an_idle_connection_is_closed_with_quit(smtp_server):
     backend.send(raw, envelope)
     (connection, _), = backend._pool
     deadline = time.monotonic() + 5
-    while backend._pool and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while connection.sock is not None and time.monotonic() < deadline:  # quit() closes it
+        time.sleep(0.02)
+    assert connection.sock is None
     assert backend._pool == []
-    assert connection.sock is None  # quit() closed it
     backend.send(raw, envelope)  # and a new one is opened when needed
     assert backend.connections_opened == 2
     backend.close()
