@@ -90,6 +90,7 @@ header h1{font-size:1.35rem;margin:0} header .meta{color:var(--mute);font-size:.
 h2{font-size:1.05rem;margin:1.6rem 0 .5rem}
 a{color:var(--accent);text-decoration:none} a:hover{text-decoration:underline}
 table{border-collapse:collapse;width:100%;font-size:.93em}
+.scroll{overflow-x:auto} table.queues{min-width:52rem} table.queues code{word-break:normal} table.tasks{min-width:62rem} td.call{min-width:16rem}
 th,td{padding:.35rem .55rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 th{font-weight:600;color:var(--mute);font-size:.85em;text-transform:uppercase;letter-spacing:.03em}
 tbody tr:nth-child(even){background:var(--alt)}
@@ -470,7 +471,10 @@ class TaskAdminApp:
                 + f"<td class='n'>{done}</td><td>{_time(q.oldest_queued, now)}</td>"
                 f"<td>{_e(q.rate) if q.rate else '<span class=muted>–</span>'}</td><td>{action}</td></tr>"
             )
-        return f"<h2>Queues</h2><table class='queues'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+        return (
+            f"<h2>Queues</h2><div class='scroll'><table class='queues'><thead>{head}</thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>"
+        )
 
     def _task_section(
         self, inspector: Inspector, queues: list[QueueRow], base: str, token: str,
@@ -493,9 +497,9 @@ class TaskAdminApp:
         if rows:
             body = "".join(self._task_row(r, base, token, context, now) for r in rows)
             table = (
-                "<table class='tasks'><thead><tr><th>Task</th><th>State</th><th>Call</th>"
+                "<div class='scroll'><table class='tasks'><thead><tr><th>Task</th><th>State</th><th>Call</th>"
                 "<th class='n'>Attempts</th><th>ETA</th><th>Last error</th><th>Actions</th></tr></thead>"
-                f"<tbody>{body}</tbody></table>"
+                f"<tbody>{body}</tbody></table></div>"
             )
         else:
             table = "<p class='muted'>No tasks here.</p>"
