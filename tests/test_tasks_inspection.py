@@ -14,7 +14,7 @@ import tasks_fixtures as fx
 
 from gaeservices import Services, defer
 from gaeservices.store.engine import dispose_engine
-from gaeservices.exceptions import TaskAlreadyExistsError
+from gaeservices.exceptions import ConfigurationError, TaskAlreadyExistsError
 from gaeservices.tasks import admin
 from gaeservices.tasks.inspection import UnsupportedActionError, inspector_for
 from gaeservices.tasks.local import VIEWS
@@ -152,6 +152,16 @@ def test_immediate_queue_lists_its_permanent_failures_and_refuses_the_rest(tmp_p
     for action, args in (("run", ("perm",)), ("retry", ("perm",)), ("delete", ("perm",)), ("purge", ("default",))):
         with pytest.raises(UnsupportedActionError, match="inside defer"):
             getattr(inspector, action)(*args)
+    from gaeservices.cli import CommandError
+
+    with pytest.raises(CommandError, match="inside defer") as refused:
+        admin.main(["retry", "perm"], services=svc, out=io.StringIO())
+    assert refused.value.status == 2
+    with pytest.raises(ConfigurationError, match="local:// queue"):
+        admin.main(["run", "--all"], services=svc, out=io.StringIO())
+    out = io.StringIO()
+    assert admin.main(["list"], services=svc, out=out) == 0
+    assert out.getvalue().startswith("perm\t\tdead\tattempts=1\t")
 
 
 def test_appengine_queue_statistics_delete_and_purge(testbed, tmp_path):
@@ -268,7 +278,13 @@ def test_celery_queue_depth_and_purge(kind, tmp_path):
         assert depths() == {"default": 3, "mail": 1, "never-used": 0}
         assert inspector.purge("default") == 3
         assert inspector.purge("never-used") == 0
-        assert depths() == {"default": 0, "mail": 1, "never-used": 0}
+        out = io.StringIO()
+        assert admin.main(["purge-queue", "mail"], services=svc, out=out) == 0
+        assert out.getvalue() == "purged 1 task(s) of mail\n"
+        deadline = time.time() + 10
+        while depths()["mail"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert depths() == {"default": 0, "mail": 0, "never-used": 0}
         for action in ("run", "retry", "delete"):
             with pytest.raises(UnsupportedActionError, match="cannot list its messages"):
                 getattr(inspector, action)("x")

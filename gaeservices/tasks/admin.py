@@ -11,7 +11,9 @@ sent round again once its bug is fixed::
     gaeservices tasks purge-queue QUEUE
     gaeservices tasks purge
 
-The listing and the actions are those of the admin page
+On other backends the commands do what the backend allows (``purge-queue`` on
+App Engine and Celery, ``delete`` on App Engine) and say so otherwise. The
+listing and the actions are those of the admin page
 (:mod:`gaeservices.tasks.admin_app`): both go through
 :mod:`gaeservices.tasks.inspection`.
 """
@@ -25,7 +27,8 @@ from typing import Any, TextIO
 
 from ..config import Services, get_services
 from ..exceptions import ConfigurationError
-from .inspection import inspector_for
+from ..cli import CommandError
+from .inspection import UnsupportedActionError, inspector_for
 from .local import VIEWS, LocalQueue
 
 __all__ = ["main"]
@@ -67,12 +70,18 @@ def main(argv: list[str] | None = None, *, services: Services | None = None, out
     out = out or sys.stdout
     services = services or get_services()
     queue = services.queue
-    if not isinstance(queue, LocalQueue):
-        raise ConfigurationError(f"`gaeservices tasks` manages the local:// queue, not {type(queue).__name__}")
-    return _COMMANDS[options.command](queue, services, options, out)
+    if not isinstance(queue, LocalQueue) and (options.command == "purge" or getattr(options, "all", False)):
+        raise ConfigurationError(
+            f"`gaeservices tasks {options.command}{' --all' if options.command == 'run' else ''}` works on the "
+            f"local:// queue, not {type(queue).__name__}"
+        )
+    try:
+        return _COMMANDS[options.command](queue, services, options, out)
+    except UnsupportedActionError as error:  # what this backend cannot do, and what to do instead
+        raise CommandError(str(error), 2) from None
 
 
-def _list(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> int:
+def _list(queue: Any, services: Services, options: Any, out: TextIO) -> int:
     inspector = inspector_for(services)
     for row in inspector.tasks(queue=options.queue, view=options.state, limit=options.limit):
         error = (row.last_error or "").strip().splitlines()
@@ -92,7 +101,7 @@ def _list(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> i
     return 0
 
 
-def _run(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> int:
+def _run(queue: Any, services: Services, options: Any, out: TextIO) -> int:
     names = list(options.names)
     if options.all:
         names += [i.name for i in queue.tasks(queue=options.queue, state="pending", limit=1_000_000) if not i.running]
@@ -113,7 +122,7 @@ def _run(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> in
     return status
 
 
-def _retry(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> int:
+def _retry(queue: Any, services: Services, options: Any, out: TextIO) -> int:
     inspector = inspector_for(services)
     status = 0
     for name in options.names:
@@ -123,7 +132,7 @@ def _retry(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> 
     return status
 
 
-def _delete(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> int:
+def _delete(queue: Any, services: Services, options: Any, out: TextIO) -> int:
     inspector = inspector_for(services)
     status = 0
     for name in options.names:
@@ -133,12 +142,13 @@ def _delete(queue: LocalQueue, services: Services, options: Any, out: TextIO) ->
     return status
 
 
-def _purge_queue(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> int:
-    print(f"purged {inspector_for(services).purge(options.queue)} task(s) of {options.queue}", file=out)
+def _purge_queue(queue: Any, services: Services, options: Any, out: TextIO) -> int:
+    purged = inspector_for(services, queue_names=[options.queue]).purge(options.queue)
+    print(f"purged {purged} task(s) of {options.queue}" if purged >= 0 else f"purged {options.queue}", file=out)
     return 0
 
 
-def _purge(queue: LocalQueue, services: Services, options: Any, out: TextIO) -> int:
+def _purge(queue: Any, services: Services, options: Any, out: TextIO) -> int:
     print(f"purged {queue.purge()} tombstone(s)", file=out)
     return 0
 
