@@ -11,7 +11,9 @@ and is tested in subprocesses instead.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -49,6 +51,7 @@ def configure() -> str | None:
         apps += ["cache", "sessions_tests"]
     _state["contract"] = where
     data = tempfile.mkdtemp(prefix="gaeservices-django-")
+    atexit.register(shutil.rmtree, data, True)
     settings.configure(
         SECRET_KEY=SECRET_KEY,
         INSTALLED_APPS=apps,

@@ -10,6 +10,7 @@ overlapping requests changing different keys, a memcached that stalls.
 from __future__ import annotations
 
 import importlib
+import shutil
 import time
 
 import pytest
@@ -65,6 +66,7 @@ class SessionContractTests(contract.SessionTestsMixin, TestCase):
         set_services(cls.previous)
         cls.services.close()
         cls.server.stop()
+        shutil.rmtree(cls.data, ignore_errors=True)
 
 
 @pytest.fixture
