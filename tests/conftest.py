@@ -178,3 +178,19 @@ def services(tmp_path):
     svc = Services(secret_key="test-secret-key-signing-key-for-the-test-suite", data_dir=str(tmp_path / "data"), environ={})
     yield svc
     svc.close()
+
+
+# --- process-wide state the App Engine SDK changes ------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _os_environ_given_back():
+    """Give ``os.environ`` back after a test that ran the SDK's ``wrap_wsgi_app`` (the
+    App Engine examples do): it replaces ``os.environ`` for the rest of the process with
+    a per-thread view, which on Python 3.13 threads started later see empty -- and the
+    Datastore race tests' threads then lose the testbed's application id."""
+    environ = os.environ
+    yield
+    if os.environ is not environ:
+        os.environ = environ
+
