@@ -20,7 +20,7 @@ from gaeservices.config import Services
 from gaeservices.testing import MemcachedServer
 
 # Fixtures of their own modules, usable in every test by name.
-pytest_plugins = ["browser_fixtures"]
+pytest_plugins = ["browser_fixtures", "tasks_backends"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_HOST = os.environ.get("GAESERVICES_TEST_PGHOST", "127.0.0.1")

@@ -150,3 +150,56 @@ def kill_own_process():
 def sleep_and_record(path, tag, seconds):
     append_line(path, f"{tag} {os.getpid()}")
     time.sleep(seconds)
+
+
+# --- the core suite's task functions (tests/test_tasks_contract.py) -----------------
+# Evidence goes to files, so backends whose workers are other processes show it too.
+
+
+def note(path, text):
+    append_line(path, text)
+
+
+def note_attempt(path, tag):
+    task = current_task()
+    append_line(path, f"{tag} {task.execution_count} {time.time():.6f}")
+
+
+def fail_until_attempt(path, tag, attempts):
+    note_attempt(path, tag)
+    if current_task().execution_count < attempts:
+        raise RuntimeError(f"{tag}: attempt {current_task().execution_count} fails")
+
+
+def fail_always(path, tag):
+    note_attempt(path, tag)
+    raise RuntimeError(f"{tag} fails")
+
+
+def fail_for_good(path, tag):
+    note_attempt(path, tag)
+    raise PermanentTaskFailure(f"{tag}: no point retrying")
+
+
+def fail_singular_once(path, tag):
+    note_attempt(path, tag)
+    if current_task().execution_count == 1:
+        raise SingularTaskFailure("not yet")
+
+
+class Unpickled:
+    """Appends a line to ``path`` when unpickled: proof that a body was deserialized."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (append_line, (self.path, "unpickled"))
+
+
+def timed(path, tag, seconds=0.0):
+    """Records its start and end time (for rate and concurrency limits)."""
+    start = time.time()
+    if seconds:
+        time.sleep(seconds)
+    append_line(path, f"{tag} {start:.6f} {time.time():.6f} {os.getpid()}")

@@ -5,8 +5,9 @@ real WSGI request (signature check, bootstrap, outcome rules), so a test sees
 what a worker would do. What a test needs to see differently:
 
 - a task that would be retried (any exception, :class:`SingularTaskFailure`)
-  re-raises its exception from ``defer``; a :class:`PermanentTaskFailure` is
-  logged and recorded in :attr:`ImmediateQueue.failures`, as a worker would;
+  re-raises its exception from ``defer``; a :class:`PermanentTaskFailure`, or a
+  body the endpoint refuses, is logged and recorded in
+  :attr:`ImmediateQueue.failures`, as a worker would dead-letter it;
 - ``_countdown`` and ``_eta`` are recorded on the handle but not waited for;
 - names the application gives de-duplicate (for the queue object's lifetime);
 - ``_transactional`` is refused: there is no transaction to join.
@@ -60,11 +61,9 @@ class ImmediateQueue:
                 self.names.add(name)
         eta = task.eta if task.eta is not None else time.time()
         result = self.run(task.body, name=name, queue=task.queue, eta=eta, url=task.url, headers=task.headers)
-        if not result.done:
-            assert result.exception is not None or result.status in (400, 403)
-            if result.exception is not None:
-                raise result.exception
-        elif result.outcome != "success":
+        if not result.done and result.exception is not None:
+            raise result.exception
+        if result.outcome != "success":  # a permanent failure, or a body the endpoint refused
             self.failures.append((name, result))
         return TaskHandle(name, task.queue, to_datetime(eta))
 
