@@ -12,8 +12,10 @@ sent round again once its bug is fixed::
     gaeservices tasks purge
 
 On other backends the commands do what the backend allows (``purge-queue`` on
-App Engine and Celery, ``delete`` on App Engine) and say so otherwise. The
-listing and the actions are those of the admin page
+App Engine and Celery, ``delete`` on App Engine) and say so otherwise. It
+imports the application from the current directory (and ``--pythonpath``), as
+``gaeservices worker`` does. ``run`` exits with 1 unless every task succeeded.
+The listing and the actions are those of the admin page
 (:mod:`gaeservices.tasks.admin_app`): both go through
 :mod:`gaeservices.tasks.inspection`.
 """
@@ -62,11 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     purge_queue.add_argument("queue")
     commands.add_parser("purge", help="delete expired tombstones of finished tasks")
+    for command in commands.choices.values():
+        command.add_argument(
+            "--pythonpath", metavar="DIRS",
+            help="directories to import the application from, before the current one (comma- or os.pathsep-separated)",
+        )
     return parser
 
 
 def main(argv: list[str] | None = None, *, services: Services | None = None, out: TextIO | None = None) -> int:
     options = _parser().parse_args(argv)
+    from .bootstrap import add_import_paths
+
+    add_import_paths(options.pythonpath)  # `run` imports the application's task functions
     out = out or sys.stdout
     services = services or get_services()
     queue = services.queue

@@ -16,13 +16,15 @@ retried later) and the next task tries the bootstrap again.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..config import load_callable
 
-__all__ = ["Bootstrap", "bootstrap_for"]
+__all__ = ["Bootstrap", "bootstrap_for", "add_import_paths"]
 
 logger = logging.getLogger("gaeservices.tasks")
 
@@ -95,3 +97,15 @@ def _make(spec: str | Callable[[], Any] | None, key: Any) -> Bootstrap:
         path = spec
         return Bootstrap(path, lambda: load_callable(path, "GAESERVICES_BOOTSTRAP"))
     return Bootstrap(getattr(spec, "__qualname__", repr(spec)), lambda: spec)
+
+
+def add_import_paths(pythonpath: str | None = None) -> None:
+    """Put the current directory (and ``pythonpath``'s directories) first on the import
+    path, as gunicorn and celery do: tasks name functions of the application, which
+    the worker imports as the application would from its own directory."""
+    extra = [p for p in (pythonpath or "").split(os.pathsep) if p] if pythonpath else []
+    extra = [q for p in extra for q in p.split(",") if q]
+    for path in reversed([os.getcwd(), *(os.path.abspath(p) for p in extra)]):
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import logging
-import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -36,6 +34,7 @@ from urllib.parse import urlsplit
 
 from ..config import Services, get_services
 from ..exceptions import ConfigurationError
+from .bootstrap import add_import_paths
 from .context import TaskContext
 from .endpoint import OUTCOME_HEADER, DeferredApp
 from .local import ClaimedTask, LocalQueue
@@ -357,18 +356,6 @@ class Dispatcher:
                 return TaskResult(response.status, PERMANENT_FAILURE, text)
             return TaskResult(response.status, SUCCESS)
         return TaskResult(response.status, RETRY, f"HTTP {response.status}: {text.strip()}")
-
-
-def add_import_paths(pythonpath: str | None = None) -> None:
-    """Put the current directory (and ``pythonpath``'s directories) first on the import
-    path, as gunicorn and celery do: tasks name functions of the application, which
-    the worker imports as the application would from its own directory."""
-    extra = [p for p in (pythonpath or "").split(os.pathsep) if p] if pythonpath else []
-    extra = [q for p in extra for q in p.split(",") if q]
-    for path in reversed([os.getcwd(), *(os.path.abspath(p) for p in extra)]):
-        if path in sys.path:
-            sys.path.remove(path)
-        sys.path.insert(0, path)
 
 
 def main(argv: list[str] | None = None) -> int:
