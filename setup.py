@@ -8,6 +8,7 @@ APPENGINE = ["appengine-python-standard>=1.1"]
 CELERY = ["celery>=5.3,<6", "redis>=5"]  # 5.3: broker_connection_retry_on_startup; kombu global_keyprefix
 DJANGO = ["Django>=5.2"]
 MAIL = ["aiosmtpd>=1.4"]
+YAML = ["ruamel.yaml>=0.17"]  # queue.yaml for the local queue; what the App Engine SDK reads it with
 DEMO = ["waitress>=3"] + SQL + MAIL
 
 setup(
@@ -27,6 +28,7 @@ setup(
         "celery": CELERY,
         "django": DJANGO,
         "mail": MAIL,
+        "yaml": YAML,
         "demo": DEMO,
         "dev": sorted(
             set(
@@ -36,6 +38,7 @@ setup(
                 + DJANGO
                 + DEMO
                 + MAIL
+                + YAML
                 + [
                     "pytest>=7",
                     "pytest-timeout>=2",

@@ -301,6 +301,12 @@ def _key_prefix(text: str) -> None:
         raise ValueError("is not printable ASCII without spaces or backticks, of at most 209 characters")
 
 
+def _queue_yaml(text: str) -> None:
+    from .tasks.queueconfig import load_queue_yaml
+
+    load_queue_yaml(text)  # ConfigurationError (a ValueError) says what is wrong
+
+
 _OPTION_CHECKS: dict[str, Callable[[str], Any]] = {
     "pool_size": _count,
     "max_overflow": _count,
@@ -321,6 +327,7 @@ _OPTION_CHECKS: dict[str, Callable[[str], Any]] = {
     "idle": _seconds,
     "starttls": _flag,
     "verify": _flag,
+    "queue_yaml": _queue_yaml,
 }
 
 BACKENDS: dict[str, dict[str, Backend]] = {
@@ -361,9 +368,9 @@ BACKENDS: dict[str, dict[str, Backend]] = {
     "queue": {
         "local": Backend(
             "gaeservices.tasks.local:LocalQueue",
-            "local://[?lease=S&tombstone=S&max_payload=BYTES]",
+            "local://[?lease=S&tombstone=S&max_payload=BYTES&queue_yaml=PATH]",
             _nothing_else,
-            frozenset({"lease", "tombstone", "max_payload"}),
+            frozenset({"lease", "tombstone", "max_payload", "queue_yaml"}),
         ),
         "immediate": Backend(
             "gaeservices.tasks.immediate:ImmediateQueue",
@@ -423,6 +430,7 @@ _EXTRA_FOR_MODULE = {
     "redis": "celery",
     "django": "django",
     "aiosmtpd": "mail",
+    "ruamel": "yaml",
 }
 
 

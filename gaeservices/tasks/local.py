@@ -28,12 +28,16 @@ with the last error). Claims take batches in one transaction -- ``FOR UPDATE
 SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite -- and outcomes are
 written in batches.
 
-URL options: ``local://?lease=60&tombstone=86400&max_payload=102400``.
+URL options: ``local://?lease=60&tombstone=86400&max_payload=102400&queue_yaml=queue.yaml``.
+``queue_yaml`` (the file an App Engine application deploys) sets each queue's
+rate, bucket size, concurrency and retries (:mod:`gaeservices.tasks.queueconfig`):
+a table ``gaeservices_task_buckets`` holds the queues' token buckets.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -49,11 +53,13 @@ from ..exceptions import (
 from ..store.engine import Prepared, dbapi_cursor, get_engine
 from .api import RetryOptions, Task, TaskHandle, to_datetime
 from .payload import PayloadCodec
+from .queueconfig import QueueConfig, QueueSettings, load_queue_yaml
 from .result import REFUSED, SUCCESS, TaskResult
 
 __all__ = ["LocalQueue", "ClaimedTask", "TaskInfo", "QueueStats", "VIEWS", "PENDING", "DONE", "FAILED"]
 
 TABLE_NAME = "gaeservices_tasks"
+BUCKETS_TABLE_NAME = "gaeservices_task_buckets"
 PENDING, DONE, FAILED = 0, 1, 2
 STATE_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 #: How the admin page groups tasks: ``queued`` (due, waiting for a worker),
@@ -191,6 +197,7 @@ class LocalQueue:
         lease: float = DEFAULT_LEASE,
         tombstone: float = DEFAULT_TOMBSTONE,
         max_payload: int | None = DEFAULT_MAX_PAYLOAD,
+        config: QueueConfig | None = None,
     ) -> None:
         import sqlalchemy as sa
 
@@ -229,6 +236,15 @@ class LocalQueue:
             *_lease_columns(sa),
             sa.Index(f"{name}_due", "state", "queue", "eta"),
         )
+        # queue.yaml's rate limits: one token bucket per limited queue, shared by every worker
+        self.buckets = sa.Table(
+            table_prefix + BUCKETS_TABLE_NAME,
+            metadata,
+            sa.Column("queue", sa.String(100), primary_key=True),
+            sa.Column("tokens", sa.Float(), nullable=False),
+            sa.Column("updated", sa.Float(), nullable=False),
+        )
+        self._bucket_insert = insert(self.buckets).on_conflict_do_nothing(index_elements=["queue"])
         self._sa = sa
         # SQLite: take the write lock at BEGIN, so two claimers never both read
         # the same rows and then race to upgrade their locks.
@@ -275,6 +291,15 @@ class LocalQueue:
             last_error=b("b_error"), finished=b("b_finished"),
         )
         self._wakeup = threading.Event()
+        self.config: QueueConfig | None = None
+        self._throttled: dict[str, float] = {}  # queue -> when a claim may take from it again
+        self.configure(config)
+
+    def configure(self, config: QueueConfig | None) -> None:
+        """Apply a queue.yaml (:func:`~gaeservices.tasks.queueconfig.load_queue_yaml`), or none."""
+        self.config = config
+        self._limited = {q: s for q, s in config.settings.items() if s.limited} if config else {}
+        self._throttled = {}
 
     def _add_lease_columns(self) -> None:
         """Tables made before lease numbers and suspects get their columns (with defaults)."""
@@ -306,6 +331,7 @@ class LocalQueue:
             )
 
         max_payload = url.option("max_payload", DEFAULT_MAX_PAYLOAD, int)
+        queue_yaml = url.option("queue_yaml", None)
         return cls(
             get_engine(store_url),
             services,
@@ -313,6 +339,7 @@ class LocalQueue:
             lease=url.option("lease", DEFAULT_LEASE, float),
             tombstone=url.option("tombstone", DEFAULT_TOMBSTONE, float),
             max_payload=max_payload or None,
+            config=load_queue_yaml(queue_yaml) if queue_yaml else None,
         )
 
     # -- adding ---------------------------------------------------------------
@@ -328,6 +355,11 @@ class LocalQueue:
         name = task.name
         if not name:  # defer() names every task: its body is signed for that name
             raise InvalidTaskError("local:// needs the task's name (the one its body is signed for)")
+        if self.config is not None:
+            try:
+                self.config.check_queue(task.queue)
+            except ConfigurationError as exc:
+                raise InvalidTaskError(str(exc)) from None
         options: dict[str, Any] = {}
         if task.headers:
             options["headers"] = task.headers
@@ -420,15 +452,23 @@ class LocalQueue:
             )
         if queues:
             query = query.where(t.c.queue.in_(list(queues)))
-        query = query.order_by(t.c.eta).limit(limit).with_for_update(skip_locked=True)
+        limited = (
+            {q: s for q, s in self._limited.items() if not queues or q in queues} if names is None else {}
+        )
         with self._writer.begin() as conn:
             if finished:
                 self._record(conn, finished, now)
-            rows = [tuple(r) for r in conn.execute(query)]
+            if limited:
+                rows, tokens = self._rows_within_limits(conn, query, limited, limit, now)
+            else:
+                query = query.order_by(t.c.eta).limit(limit).with_for_update(skip_locked=True)
+                rows, tokens = [tuple(r) for r in conn.execute(query)], {}
             if not rows:
                 return []
             rows = self._settle_lost_leases(conn, rows, now, by_hand=names is not None)
             taken = _batch(rows)
+            if tokens:
+                self._take_tokens(conn, limited, tokens, taken, now)
             if not taken:
                 return []
             first = taken[0][0]
@@ -447,6 +487,96 @@ class LocalQueue:
             ClaimedTask(r, leased_until=leased_until, counted=i == 0, retry_options=self.retry_options_for(r[2], r[8]))
             for i, r in enumerate(taken)
         ]
+
+    def _rows_within_limits(
+        self, conn: Any, query: Any, limited: dict[str, QueueSettings], limit: int, now: float
+    ) -> tuple[list[Any], dict[str, float]]:
+        """Due rows, as many of each limited queue as its bucket and concurrency allow.
+
+        Each limited queue's bucket row is locked for the claim (on SQLite the
+        claim holds the database's write lock anyway), so workers claiming at
+        once never take the same tokens or exceed ``max_concurrent_requests``
+        together. Returns the rows (by ETA) and the tokens each rate-limited
+        queue held before this claim.
+        """
+        sa, t, b = self._sa, self.table, self.buckets
+        conn.execute(self._bucket_insert, [
+            {"queue": q, "tokens": float(s.bucket_size), "updated": now} for q, s in limited.items()
+        ])
+        state = {
+            row.queue: row
+            for row in conn.execute(
+                sa.select(b.c.queue, b.c.tokens, b.c.updated).where(b.c.queue.in_(list(limited))).with_for_update()
+            )
+        }
+        running: dict[str, int] = {}
+        concurrent = [q for q, s in limited.items() if s.max_concurrent is not None]
+        if concurrent:
+            running = dict(
+                conn.execute(
+                    sa.select(t.c.queue, sa.func.count())
+                    .where(t.c.state == PENDING, t.c.queue.in_(concurrent), t.c.leased_until > now)
+                    .group_by(t.c.queue)
+                ).all()
+            )
+        tokens: dict[str, float] = {}
+        rows: list[Any] = []
+        for queue, settings in limited.items():
+            allowed = limit
+            if settings.rate is not None:
+                row = state[queue]
+                held = min(float(settings.bucket_size), row.tokens + settings.rate * max(0.0, now - row.updated))
+                if settings.rate == 0:  # paused (App Engine's "rate: 0")
+                    held = 0.0
+                tokens[queue] = held
+                allowed = min(allowed, math.floor(held))
+            if settings.max_concurrent is not None:
+                allowed = min(allowed, settings.max_concurrent - running.get(queue, 0))
+            if allowed <= 0:
+                self._throttle(queue, settings, tokens.get(queue), now)
+                continue
+            rows += conn.execute(
+                query.where(t.c.queue == queue).order_by(t.c.eta).limit(allowed).with_for_update(skip_locked=True)
+            ).all()
+        rest = query.where(t.c.queue.not_in(list(limited))).order_by(t.c.eta).limit(limit)
+        rows += conn.execute(rest.with_for_update(skip_locked=True)).all()
+        rows.sort(key=lambda r: r[3])
+        return [tuple(r) for r in rows[:limit]], tokens
+
+    def _take_tokens(
+        self, conn: Any, limited: dict[str, QueueSettings], tokens: dict[str, float], taken: list[Any], now: float
+    ) -> None:
+        """Debit the buckets for the tasks claimed, and note the queues that ran dry."""
+        per_queue: dict[str, int] = {}
+        for row in taken:
+            per_queue[row[2]] = per_queue.get(row[2], 0) + 1
+        b = self.buckets
+        updates = []
+        for queue, held in tokens.items():
+            left = held - per_queue.get(queue, 0)
+            updates.append({"b_queue": queue, "b_tokens": left, "b_updated": now})
+            if left < 1:
+                self._throttle(queue, limited[queue], left, now)
+            else:
+                self._throttled.pop(queue, None)
+        bind = self._sa.bindparam
+        conn.execute(
+            b.update().where(b.c.queue == bind("b_queue")).values(tokens=bind("b_tokens"), updated=bind("b_updated")),
+            updates,
+        )
+
+    def _throttle(self, queue: str, settings: QueueSettings, tokens: float | None, now: float) -> None:
+        """Remember when a claim may take from ``queue`` again (a hint for sleeping)."""
+        if settings.rate is not None and tokens is not None and tokens < 1:
+            wait = math.inf if settings.rate == 0 else (1 - tokens) / settings.rate
+        else:  # at its concurrency limit: a running task must finish first
+            wait = 0.05
+        self._throttled[queue] = now + wait
+
+    @property
+    def limited(self) -> bool:
+        """True when queue.yaml limits some queue's rate or concurrency."""
+        return bool(self._limited)
 
     def _settle_lost_leases(self, conn: Any, rows: list[Any], now: float, *, by_hand: bool) -> list[Any]:
         """Rows whose lease ran out without an outcome: count, retry or bury them.
@@ -545,21 +675,54 @@ class LocalQueue:
         return lost
 
     def retry_options_for(self, queue: str, options: str | None) -> RetryOptions:
-        """The task's own retry options, else its queue's, else the defaults."""
+        """The task's own retry options, else its queue's (queue.yaml), else the defaults."""
         if options:
             retry = json.loads(options).get("retry")
             if retry:
                 return RetryOptions(**retry)
+        if self.config is not None:
+            settings = self.config.settings.get(queue)
+            if settings is not None and settings.retry is not None:
+                return settings.retry
         return _DEFAULT_RETRY
 
     def next_eta(self, queues: Sequence[str] | None = None) -> float | None:
-        """When the next pending task is due (None if none is pending)."""
+        """When the next pending task may be claimed (None if none is pending).
+
+        A queue whose rate or concurrency held its tasks back in the last claim
+        counts from when it may give tasks again.
+        """
         sa, t = self._sa, self.table
-        query = sa.select(sa.func.min(t.c.eta)).where(t.c.state == PENDING)
+        now = time.time()
+        throttled = {q: when for q, when in self._throttled.items() if when > now}
+        if not throttled:
+            query = sa.select(sa.func.min(t.c.eta)).where(t.c.state == PENDING)
+            if queues:
+                query = query.where(t.c.queue.in_(list(queues)))
+            with self.engine.connect() as conn:
+                return conn.execute(query).scalar()
+        query = sa.select(t.c.queue, sa.func.min(t.c.eta)).where(t.c.state == PENDING).group_by(t.c.queue)
         if queues:
             query = query.where(t.c.queue.in_(list(queues)))
         with self.engine.connect() as conn:
-            return conn.execute(query).scalar()
+            etas = [max(eta, throttled.get(queue, eta)) for queue, eta in conn.execute(query)]
+        return min(etas) if etas else None
+
+    def due(self, queues: Sequence[str] | None = None, *, paused: bool = True) -> int:
+        """How many pending tasks are due now (held back by limits or not): the queue's
+        depth. ``paused=False`` leaves out queues whose queue.yaml rate is 0."""
+        sa, t = self._sa, self.table
+        query = sa.select(sa.func.count()).where(
+            t.c.state == PENDING, t.c.eta <= time.time()
+        )
+        if queues:
+            query = query.where(t.c.queue.in_(list(queues)))
+        if not paused:
+            stopped = [q for q, s in self._limited.items() if s.rate == 0]
+            if stopped:
+                query = query.where(t.c.queue.not_in(stopped))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
 
     def purge(self) -> int:
         """Delete expired tombstones; returns how many."""

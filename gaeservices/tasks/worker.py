@@ -26,6 +26,7 @@ import argparse
 import http.client
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -199,7 +200,8 @@ class Dispatcher:
                 if self.drain:
                     with self._lock:
                         idle = self._busy == 0
-                    if idle:
+                    # tasks due but held back by queue.yaml's rates or concurrency: wait for them
+                    if idle and not (self.queue.limited and self.queue.due(self.queues, paused=False)):
                         break
                 self.queue.wait_for_work(self._sleep_time())
             except Exception:  # the database is away: keep trying, slowly
@@ -358,6 +360,64 @@ class Dispatcher:
         return TaskResult(response.status, RETRY, f"HTTP {response.status}: {text.strip()}")
 
 
+class Progress:
+    """What a worker has done, shown while it runs: tasks done and failed, the queue's
+    depth (tasks due now) and the rate of the last interval.
+
+    On a terminal, one status line redrawn in place; otherwise a log line each
+    interval in which something happened.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, stream: Any, *, interval: float, terminal: bool) -> None:
+        self.dispatcher = dispatcher
+        self.stream = stream
+        self.interval = interval
+        self.terminal = terminal
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last = (0, 0)
+        self._last_depth = -1
+
+    def start(self) -> Progress:
+        self._thread = threading.Thread(target=self._run, name="gaeservices-tasks-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.show(final=True)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.wait(self.interval):
+            self.show(elapsed=time.monotonic() - started)
+            started = time.monotonic()
+
+    def line(self, elapsed: float | None = None) -> str:
+        d = self.dispatcher
+        done, failed = d.succeeded, d.failed
+        try:
+            depth: Any = d.queue.due(d.queues)
+        except Exception:  # the database is away: say so, keep counting
+            depth = "?"
+        ran = done + failed - sum(self._last)
+        rate = ran / elapsed if elapsed else 0.0
+        self._last = (done, failed)
+        self._last_depth = depth if isinstance(depth, int) else self._last_depth
+        return f"done {done}  failed {failed}  queued {depth}  {rate:.1f} tasks/s"
+
+    def show(self, elapsed: float | None = None, final: bool = False) -> None:
+        before, depth_before = self._last, self._last_depth
+        text = self.line(elapsed)
+        if self.terminal:
+            self.stream.write("\r\x1b[K" + text + ("\n" if final else ""))
+            self.stream.flush()
+        elif final or self._last != before or self._last_depth != depth_before:
+            logger.info("progress: %s", text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``gaeservices worker``: run the local queue's tasks."""
     parser = argparse.ArgumentParser(
@@ -377,6 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pythonpath", metavar="DIRS",
         help="directories to import the application from, before the current one (comma- or os.pathsep-separated)",
+    )
+    parser.add_argument(
+        "--queue-yaml", metavar="PATH",
+        help="the application's queue.yaml: rates, bucket sizes, concurrency and retries per queue",
+    )
+    parser.add_argument(
+        "--progress", type=float, metavar="S",
+        help="seconds between progress reports (default: 0.5 on a terminal, a log line every 10 otherwise; 0: none)",
     )
     parser.add_argument("--log-level", default="INFO")
     options = parser.parse_args(argv)
@@ -400,8 +468,22 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    logger.info("worker on %r, queues %s, %d thread(s)", dispatcher.queue, queues or "all", dispatcher.threads)
-    processed = dispatcher.run()
+    if options.queue_yaml:
+        from .queueconfig import load_queue_yaml
+
+        dispatcher.queue.configure(load_queue_yaml(options.queue_yaml))
+    logger.info(
+        "worker on %r, queues %s, %d thread(s)%s", dispatcher.queue, queues or "all", dispatcher.threads,
+        f", limits from {dispatcher.queue.config.source}" if dispatcher.queue.config else "",
+    )
+    terminal = sys.stderr.isatty()
+    interval = options.progress if options.progress is not None else (0.5 if terminal else 10.0)
+    progress = Progress(dispatcher, sys.stderr, interval=interval, terminal=terminal).start() if interval > 0 else None
+    try:
+        processed = dispatcher.run()
+    finally:
+        if progress is not None:
+            progress.stop()
     logger.info(
         "worker stopping after %d task(s): %d succeeded, %d failed", processed, dispatcher.succeeded, dispatcher.failed
     )
