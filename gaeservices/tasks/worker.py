@@ -92,6 +92,7 @@ class Dispatcher:
         self.processed = 0
         self.succeeded = 0
         self.failed = 0  # deliveries that did not succeed (retried or not)
+        self.renewed = 0  # leases renewed by the heartbeat
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
         self._heartbeat: threading.Thread | None = None
@@ -316,6 +317,8 @@ class Dispatcher:
             except Exception:  # the database is away: tasks not started yet will wait
                 logger.exception("could not renew %d lease(s)", len(held))
                 continue
+            with self._lock:
+                self.renewed += len(held) - len(lost)
             for task in lost:
                 task.leased_until = 0.0  # never start it; its outcome will not be written
                 logger.warning("task %r: its lease was lost (another worker may run it)", task.name)
