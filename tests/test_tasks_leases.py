@@ -143,13 +143,14 @@ def test_a_task_whose_lease_ran_out_is_not_started(svc):
 def test_the_heartbeat_keeps_a_slow_task_from_a_second_worker(tmp_path, store_url):
     svc = make_services(tmp_path, store_url)
     evidence = str(tmp_path / "slow.txt")
-    handle = defer(fx.sleep_and_record, evidence, "slow", 1.2, _services=svc)
-    dispatcher = Dispatcher(svc, lease=0.3, poll=0.05).start()
+    # The task runs for three leases; renewed every third of one, it stays held.
+    handle = defer(fx.sleep_and_record, evidence, "slow", 3.0, _services=svc)
+    dispatcher = Dispatcher(svc, lease=1.0, poll=0.05).start()
     try:
         _wait_for(lambda: _lines(evidence), 10, "the slow task to start")
-        deadline = time.time() + 1.0
+        deadline = time.time() + 2.5
         while time.time() < deadline:  # another worker keeps trying: it never gets it
-            assert svc.queue.claim(10, lease=0.3) == []
+            assert svc.queue.claim(10, lease=1.0) == []
             time.sleep(0.05)
         _wait_for(lambda: info(svc, handle.name).state == "done", 10, "the task to finish")
     finally:
