@@ -386,12 +386,20 @@ from gaeservices.mail.message import _build  # noqa: E402
 _VOLATILE = _re.compile(rb"(?:Date|Message-ID):[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*")
 
 
+# The standard library's own policy, as POLICY is configured: every header set through
+# it and folded by it, with none of this module's shortcuts.
+STANDARD = policy.SMTP.clone(cte_type="7bit")
+
+
 def _both_ways(*args, **kwargs):
     direct = _build(*args, direct=True, **kwargs)
     standard = _build(*args, direct=False, **kwargs)
     assert direct[1] == standard[1]
     assert str(direct[0]["Message-ID"]) == direct[2] and str(standard[0]["Message-ID"]) == standard[2]
-    return _VOLATILE.sub(b"", direct[0].as_bytes()), _VOLATILE.sub(b"", standard[0].as_bytes())
+    return (
+        _VOLATILE.sub(b"", direct[0].as_bytes()),
+        _VOLATILE.sub(b"", standard[0].as_bytes(policy=STANDARD)),
+    )
 
 
 names = st.from_regex(r"[A-Za-z0-9 .\"]{0,30}", fullmatch=True)
@@ -430,3 +438,65 @@ def test_the_direct_way_folds_where_the_standard_library_folds(length):
     body = "x" * (length - 2) + "\n" + "y" * length
     direct, standard = _both_ways(("Bench Sender", "s@example.com"), recipients, subject, body)
     assert direct == standard
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    name=st.from_regex(r"[A-Za-z0-9]{1,8}( [A-Za-z0-9]{1,8}){0,3}", fullmatch=True) | st.just(""),
+    local=st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,8}(\.[A-Za-z0-9_+-]{1,5}){0,2}", fullmatch=True),
+    domain=st.from_regex(r"[A-Za-z0-9-]{1,10}(\.[A-Za-z0-9-]{1,6}){0,2}", fullmatch=True),
+)
+def test_plain_addresses_are_taken_apart_as_the_standard_parser_does(name, local, domain):
+    from gaeservices.mail.message import _parse_address_text, _parse_with_the_standard_parser
+
+    text = f"{name} <{local}@{domain}>" if name else f"{local}@{domain}"
+    _parse_address_text.cache_clear()
+    try:
+        quick = _parse_address_text(text)
+    except InvalidMessageError:
+        quick = None
+    try:
+        standard = _parse_with_the_standard_parser(text)
+    except InvalidMessageError:
+        standard = None
+    assert quick == standard
+    event("valid" if standard is not None else "refused")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    name=st.sampled_from(["Subject", "Message-ID", "X-A", "Content-Transfer-Encoding", "X-" + "n" * 40]),
+    value=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=100)
+    | st.text(st.sampled_from("ab \t\r\n\x0b\x0cé\udcff"), max_size=90),
+)
+def test_the_policy_folds_raw_values_as_the_standard_policy_does(name, value):
+    from gaeservices.mail.message import POLICY
+
+    try:
+        expected = STANDARD.fold_binary(name, value)
+    except Exception as exc:  # the same refusal, then
+        with pytest.raises(type(exc)):
+            POLICY.fold_binary(name, value)
+        return
+    assert POLICY.fold_binary(name, value) == expected
+
+
+@pytest.mark.parametrize("name", ["Subject", "X-A", "Message-ID"])
+def test_the_policy_folds_at_the_same_length_as_the_standard_policy(name):
+    from gaeservices.mail.message import POLICY
+
+    for length in range(40, 100):
+        for value in ("word " * 30)[:length], "x" * length, ("a" * 30 + " ") * 3:
+            value = value[:length]
+            assert POLICY.fold_binary(name, value) == STANDARD.fold_binary(name, value), (name, value)
+
+
+def test_a_long_message_id_is_folded_as_the_standard_policy_folds_it(monkeypatch):
+    import gaeservices.mail.message as message
+
+    for length in range(40, 90):
+        monkeypatch.setattr(message, "_new_message_id", lambda domain: f"<{'x' * length}@{domain}>")
+        msg, _, message_id = message._build(SENDER, "a@example.com", "s", "b", direct=True)
+        head = msg.as_bytes().split(b"\r\n\r\n")[0]
+        assert head == msg.as_bytes(policy=STANDARD).split(b"\r\n\r\n")[0]
+        assert str(parsed(msg.as_bytes())["Message-ID"]).strip() == message_id

@@ -30,7 +30,7 @@ from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage, Message
 from email.utils import formatdate, make_msgid
 from functools import lru_cache
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from ..exceptions import InvalidMessageError
 
@@ -74,9 +74,40 @@ class _Registry(HeaderRegistry):
         return cls
 
 
+_ONE_LINE = re.compile(r"[\t -~]*\Z")
+
+
+if TYPE_CHECKING:
+    _EmailPolicy = _policies.EmailPolicy[EmailMessage]
+else:
+    _EmailPolicy = _policies.EmailPolicy
+
+
+class _Policy(_EmailPolicy):
+    """``email.policy.SMTP``, writing the headers that need no folding directly.
+
+    The standard ``fold_binary`` writes a short printable ASCII value as
+    ``name: value`` and a line end, after checking it for surrogates and line
+    breaks and splitting it into lines; this writes the same bytes at once. A
+    shared header object (the text/plain Content-Type) is written from the
+    bytes folded for it once. Everything else goes to the standard folding.
+    """
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if type(value) is str and len(name) + 2 + len(value) <= _MAX_LINE and _ONE_LINE.match(value):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        if value is _TEXT_PLAIN and name == "Content-Type":
+            return _TEXT_PLAIN_LINE
+        return super().fold_binary(name, value)
+
+
+_MAX_LINE = 78
+
 #: The policy messages are built with: SMTP's (CRLF), bodies in 7-bit encodings
 #: (quoted-printable or base64 for non-ASCII text), so any server takes them.
-POLICY = _policies.SMTP.clone(cte_type="7bit", header_factory=_Registry())
+POLICY = _Policy(
+    linesep="\r\n", cte_type="7bit", header_factory=_Registry(), max_line_length=_MAX_LINE
+)
 
 # Characters no header value may hold: C0 controls but tab, DEL, and the
 # separators str.splitlines() treats as line ends.
@@ -177,8 +208,28 @@ def _checked(address: Address, text: str) -> Address:
     return Address(address.display_name, username, ascii_domain)
 
 
+_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_DOMAIN = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+# "local@domain" and "Some Name <local@domain>" with plain atoms: the standard
+# parser finds exactly these three parts in them (a test compares the two over
+# generated addresses), so they are taken apart without it.
+_SIMPLE_ADDRESS = re.compile(
+    rf"(?:(?P<name>[A-Za-z0-9]+(?: [A-Za-z0-9]+)*) <(?P<local>{_LOCAL})@(?P<domain>{_DOMAIN})>"
+    rf"|(?P<bare_local>{_LOCAL})@(?P<bare_domain>{_DOMAIN}))\Z"
+)
+
+
 @lru_cache(maxsize=1024)
 def _parse_address_text(text: str) -> Address:
+    simple = _SIMPLE_ADDRESS.match(text)
+    if simple is not None:
+        if simple["name"] is not None:
+            return _checked(Address(simple["name"], simple["local"], simple["domain"]), text)
+        return _checked(Address("", simple["bare_local"], simple["bare_domain"]), text)
+    return _parse_with_the_standard_parser(text)
+
+
+def _parse_with_the_standard_parser(text: str) -> Address:
     check_header_value("address", text)
     try:
         header = POLICY.header_factory("To", text)
@@ -322,11 +373,11 @@ _ATOMS = re.compile(r"[A-Za-z0-9]+(?: [A-Za-z0-9]+)*\Z")
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
 _HOST = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z")
 _PLAIN = re.compile(r"[!-~]+(?: [!-~]+)*\Z")
-_MAX_LINE = POLICY.max_line_length or 78
 # One Content-Type header object for every plain text message: header objects
 # do not change, and the generator reads this one several times per message
 # (a raw value would be parsed again at each read).
 _TEXT_PLAIN = POLICY.header_factory("Content-Type", 'text/plain; charset="utf-8"')
+_TEXT_PLAIN_LINE = _policies.EmailPolicy.fold_binary(POLICY, "Content-Type", _TEXT_PLAIN)
 
 
 def _written_as_is(name: str, text: str | None) -> bool:
