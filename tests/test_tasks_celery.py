@@ -434,6 +434,29 @@ def test_transactional_is_refused(broker, tmp_path):
         services.close()
 
 
+def test_each_queue_registers_its_task_on_its_own_app_only(tmp_path):
+    from celery import Celery
+
+    first, second = (
+        Services(secret_key=key * 32, data_dir=str(tmp_path / key), store=f"sqlite:///{tmp_path}/{key}.db",
+                 queue=f"celery://redis://127.0.0.1:6379/0?prefix={key}-", environ={})
+        for key in "ab"
+    )
+    try:
+        assert TASK_NAME in first.queue.app.tasks
+        out = str(tmp_path / "out")
+        call = payload.dumps(cf._append, (out, "ran"), {})
+        body = base64.b64encode(_seal(second, call, "by-second")).decode()
+        # run here, eagerly: the second queue's task must be the second queue's (its key verifies)
+        second.queue.app.tasks[TASK_NAME].apply(args=[body, _envelope()], task_id="by-second")
+        assert lines(out) == ["ran"]
+        # and a user's own Celery app does not receive it
+        assert TASK_NAME not in Celery("users-app", set_as_current=False).tasks
+    finally:
+        first.close()
+        second.close()
+
+
 def test_the_worker_app_needs_a_celery_queue(tmp_path):
     services = Services(secret_key=SECRET_KEY, data_dir=str(tmp_path), queue="immediate://", environ={})
     with pytest.raises(ConfigurationError, match="GAESERVICES_QUEUE=celery://"):

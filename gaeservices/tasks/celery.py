@@ -147,6 +147,7 @@ class CeleryQueue:
 
         app.task(
             name=TASK_NAME,
+            shared=False,  # this app's own: Celery would add a shared task to every app finalized later
             bind=True,
             acks_late=True,
             reject_on_worker_lost=True,
