@@ -20,6 +20,11 @@ tasks are held; the run prints how many leases were renewed.
 
 Targets: >= 1,000 tasks/s end to end; >= huey end to end; DeferredApp <= 150 us
 per task over a direct call.
+
+Then (``--celery yes``, the default; ``--celery only`` for this part alone) the
+same 10,000 no-op tasks through ``local://``, ``celery://`` on RabbitMQ and on
+Redis, and plain Celery's ``.delay()``: see ``bench/_tasks_celery.py``. Target:
+``celery://`` >= 0.8x plain Celery end to end.
 """
 
 from __future__ import annotations
@@ -200,7 +205,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench tasks", description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=5000, help="tasks per run (default 5000)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--celery", choices=("yes", "no", "only"), default="yes",
+                        help="also (or only) compare celery:// with plain Celery on RabbitMQ and Redis")
+    parser.add_argument("--celery-n", type=int, default=10_000, help="tasks per Celery run (default 10000)")
     options = parser.parse_args(argv)
+    if options.celery == "only":
+        from bench import _tasks_celery
+
+        return _tasks_celery.run(options.celery_n, options.repeats)
     logging.getLogger("huey").setLevel(logging.WARNING)
     n, repeats = options.n, options.repeats
 
@@ -253,7 +265,12 @@ def main(argv: list[str]) -> int:
     ]
     for target, value, met in checks:
         print(f"target {target}: {value} -> {'met' if met else 'NOT met'}")
-    return 0 if all(met for _, _, met in checks) else 1
+    status = 0 if all(met for _, _, met in checks) else 1
+    if options.celery == "yes":
+        from bench import _tasks_celery
+
+        status |= _tasks_celery.run(options.celery_n, options.repeats)
+    return status
 
 
 if __name__ == "__main__":
