@@ -23,6 +23,27 @@ from gaeservices.testing import MemcachedServer
 pytest_plugins = ["browser_fixtures", "tasks_backends"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _sdk_threading_first() -> None:
+    """Let the App Engine SDK patch threading now, before any test starts a thread.
+
+    The SDK's ``wrap_wsgi_app`` (the App Engine examples' tests run it) patches
+    ``start_new_thread`` and *reloads* ``threading`` and ``concurrent.futures.thread``,
+    once per process. Executors created before that reload (asgiref's, from Django's
+    async tests) keep idle non-daemon workers that the reloaded modules no longer
+    know, so nothing wakes them at exit; on Python 3.13, which waits for every
+    non-daemon thread, the test process then never ends. Done first, the reload
+    finds no thread to lose.
+    """
+    try:
+        from google.appengine.runtime import initialize
+    except ImportError:
+        return
+    initialize.InitializeThreadingApis()
+
+
+_sdk_threading_first()
 POSTGRES_HOST = os.environ.get("GAESERVICES_TEST_PGHOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("GAESERVICES_TEST_PGPORT", "5432"))
 POSTGRES_DB = os.environ.get("GAESERVICES_TEST_PGDATABASE", "test")
