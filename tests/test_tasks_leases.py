@@ -250,3 +250,37 @@ def test_a_table_made_before_lease_numbers_gets_its_columns(tmp_path, store_url)
         assert fx.calls == [(("new",), {})]
     finally:
         svc.close()
+
+
+def test_a_claim_that_waited_for_the_database_hands_out_a_whole_lease(tmp_path):
+    """SQLite: a claim waits for the write lock another writer holds; the lease it
+    hands out starts when it gets the lock, not when it began waiting."""
+    import sqlite3
+    import threading
+
+    svc = make_services(tmp_path, f"sqlite:///{tmp_path}/store.sqlite3")
+    try:
+        defer(fx.record, "x", _services=svc)
+        holder = sqlite3.connect(str(tmp_path / "store.sqlite3"), isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")  # another writer (a producer, a claim) holds the lock
+        release = threading.Timer(0.6, lambda: holder.execute("COMMIT"))
+        release.start()
+        (task,) = svc.queue.claim(10, lease=0.5)
+        got = time.time()
+        release.join()
+        holder.close()
+        assert task.leased_until - got >= 0.4  # the lease starts once the claim holds the lock
+    finally:
+        svc.close()
+
+
+def test_the_heartbeat_does_not_call_a_finished_task_lost(svc):
+    names = [defer(fx.record, i, _services=svc).name for i in range(2)]
+    queue = svc.queue
+    first, second = queue.claim(10)
+    assert queue.finish([(first, TaskResult(200, "success"))]) == 1
+    # the heartbeat took its snapshot of held tasks just before the outcome was written
+    assert queue.renew([first, second], 5.0) == []
+    assert info(svc, names[1]).leased_until >= time.time() + 4
+    taken = queue.claim(10, names=[names[1]], lease=1.0)  # nobody else may have it meanwhile
+    assert taken == []

@@ -440,22 +440,25 @@ class LocalQueue:
         a busy dispatcher pays one write per batch, not two.
         """
         sa, t = self._sa, self.table
-        now = time.time()
-        leased_until = now + (self.lease if lease is None else lease)
-        query = sa.select(*self._claim_columns).where(t.c.state == PENDING)
-        if names is None:
-            query = query.where(t.c.eta <= now)
-        else:
-            # by hand: due or not, but never one that a worker holds right now
-            query = query.where(
-                t.c.name.in_(list(names)), t.c.leased_until.is_(None) | (t.c.leased_until <= now)
-            )
-        if queues:
-            query = query.where(t.c.queue.in_(list(queues)))
         limited = (
             {q: s for q, s in self._limited.items() if not queues or q in queues} if names is None else {}
         )
         with self._writer.begin() as conn:
+            # The clock is read once the transaction holds its lock (SQLite's write lock
+            # is taken at BEGIN): a claim that waited for it must not hand out a lease
+            # that is already running out.
+            now = time.time()
+            leased_until = now + (self.lease if lease is None else lease)
+            query = sa.select(*self._claim_columns).where(t.c.state == PENDING)
+            if names is None:
+                query = query.where(t.c.eta <= now)
+            else:
+                # by hand: due or not, but never one that a worker holds right now
+                query = query.where(
+                    t.c.name.in_(list(names)), t.c.leased_until.is_(None) | (t.c.leased_until <= now)
+                )
+            if queues:
+                query = query.where(t.c.queue.in_(list(queues)))
             if finished:
                 self._record(conn, finished, now)
             if limited:
@@ -653,22 +656,24 @@ class LocalQueue:
         """Extend the leases of ``tasks`` (the heartbeat); returns those whose lease was lost."""
         if not tasks:
             return []
-        until = time.time() + (self.lease if lease is None else lease)
-        params = [{"b_id": task.id, "b_claim": task.claim, "b_until": until} for task in tasks]
         sa, t = self._sa, self.table
         with self._writer.begin() as conn:
+            until = time.time() + (self.lease if lease is None else lease)  # once the lock is held
+            params = [{"b_id": task.id, "b_claim": task.claim, "b_until": until} for task in tasks]
             renewed = conn.execute(self._renew_stmt, params).rowcount
             lost: list[ClaimedTask] = []
             if renewed != len(params):
-                held = {
-                    (i, c) for i, c in conn.execute(
-                        sa.select(t.c.id, t.c.claims).where(
-                            t.c.id.in_([task.id for task in tasks]), t.c.state == PENDING,
-                            t.c.leased_until == until,
-                        )
+                # Not renewed: finished meanwhile (its outcome was just written: not
+                # lost), or claimed by another worker, or deleted (lost).
+                rows = {
+                    i: (state, c) for i, state, c in conn.execute(
+                        sa.select(t.c.id, t.c.state, t.c.claims).where(t.c.id.in_([task.id for task in tasks]))
                     )
                 }
-                lost = [task for task in tasks if (task.id, task.claim) not in held]
+                for task in tasks:
+                    state, claim = rows.get(task.id, (None, None))
+                    if state is None or (state == PENDING and claim != task.claim):
+                        lost.append(task)
         for task in tasks:
             if task not in lost:
                 task.leased_until = until
