@@ -9,15 +9,17 @@ last one:
 - Django ``get_connection().send_messages`` of the 1,000 (one connection);
 - gaeservices ``send_mail(defer=True)``: each call queues a task on the local
   queue (SQLite, a fresh file per run) and returns; a ``gaeservices worker``
-  process (started before the run, polling every 50 ms) sends them through
+  process (started before the run, ``--poll 0.01``: tasks queued by another
+  process are seen by polling) sends them through
   ``smtp://``, reusing its connection and recording each delivery in the store
   before acknowledging the task. Also printed: how fast ``send_mail`` returned
   (what a request handler pays), and ``send_mail(defer=False)`` in the
   benchmark's own process.
 
 Contenders take turns run by run, so machine noise hits them alike; medians.
-Targets: deferred >= 1.5x Django one by one, and >= 0.9x Django's one-connection
-batch (the server, in Python, is the floor both share).
+Targets: deferred (worker with 2 threads, one per CPU of the machines these figures
+come from) >= 1.5x Django one by one, and >= 0.9x Django's one-connection batch
+(the server, in Python, is the floor both share). The 1-thread worker is shown too.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class Deferred:
         self.services.queue  # the table exists before the worker looks
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "gaeservices", "worker", "--queues", "mail", "--threads", str(threads),
-             "--poll", "0.05", "--log-level", "WARNING"],
+             "--poll", "0.01", "--log-level", "WARNING"],
             env=self.env,
         )
         time.sleep(1.0)  # let it start and settle into polling
@@ -205,11 +207,11 @@ def main(argv: list[str]) -> int:
           "(what a request handler pays per mail)\n")
     spread = {k: f"{min(v):,.0f}-{max(v):,.0f}" for k, v in runs.items()}
     print("ranges: " + ", ".join(f"{k} {v}" for k, v in spread.items()) + "\n")
-    best = max(m["d1"], m["d2"])
+    ours = m["d2"]
     checks: list[tuple[str, str, Any]] = [
-        (">= 1.5x Django one by one (deferred, worker)", f"{best / m['dj1']:.2f}x", best >= 1.5 * m["dj1"]),
-        (">= 0.9x Django one-connection batch (deferred, worker)", f"{best / m['djb']:.2f}x",
-         best >= 0.9 * m["djb"]),
+        (">= 1.5x Django one by one (deferred, worker 2 threads)", f"{ours / m['dj1']:.2f}x", ours >= 1.5 * m["dj1"]),
+        (">= 0.9x Django one-connection batch (deferred, worker 2 threads)", f"{ours / m['djb']:.2f}x",
+         ours >= 0.9 * m["djb"]),
     ]
     for target, value, met in checks:
         print(f"target {target}: {value} -> {'met' if met else 'NOT met'}")
