@@ -4,6 +4,7 @@ that is down is said to be down."""
 
 from __future__ import annotations
 
+import html
 import http.client
 import re
 import threading
@@ -84,7 +85,7 @@ def test_concurrent_task_submissions_are_all_listed(tmp_path):
         assert statuses == [303] * submissions
         status, text = Client(url).get("/tasks/")
     assert status == 200
-    rows = re.findall(r"<tr><td><code>([0-9a-f]+)</code>", text)
+    rows = re.findall(r"<tr><td><a href='[^']*'><code>([0-9a-f]+)</code>", text)
     assert len(rows) == submissions and len(set(rows)) == submissions
     assert text.count("s-queued'>queued<") == submissions  # task running is disabled
 
@@ -226,3 +227,36 @@ def test_remember_loses_no_item_of_concurrent_writers(demo_services):
     kept = demo_app.recall(demo_services, "demo:test:list")
     assert sorted(kept) == sorted(f"{w}-{n}" for w in range(writers) for n in range(each))
     assert demo_app.remember(demo_services, "demo:test:list", "last", limit=3) == ["last", *kept[:2]]
+
+
+def test_concurrent_uploads_are_all_listed(tmp_path):
+    # The uploads list used to be a JSON file read, then rewritten (through one
+    # shared temporary name): uploads at the same moment overwrote each other's entries.
+    uploads = 8
+    with demo_server(tmp_path, "--threads", str(uploads)) as url:
+        host, port = urlsplit(url).hostname, urlsplit(url).port
+        forms = []
+        for _ in range(uploads):  # each upload needs a form (a one-time token) of its own
+            text = Client(url).get("/files/")[1]
+            forms.append(html.unescape(re.search(r"action='([^']+)'", text).group(1)))
+        barrier = threading.Barrier(uploads)
+        statuses = []
+
+        def upload(number: int) -> None:
+            body = (f'--b\r\nContent-Disposition: form-data; name="file"; filename="file-{number}.txt"\r\n'
+                    f"Content-Type: text/plain\r\n\r\ncontent {number}\r\n--b--\r\n").encode()
+            connection = http.client.HTTPConnection(host, port, timeout=30)
+            connection.connect()
+            barrier.wait()
+            connection.request("POST", forms[number], body, {"Content-Type": "multipart/form-data; boundary=b"})
+            statuses.append(connection.getresponse().status)
+            connection.close()
+
+        threads = [threading.Thread(target=upload, args=(n,)) for n in range(uploads)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert statuses == [303] * uploads
+        listing = Client(url).get("/files/")[1]
+        assert sorted(re.findall(r"<td>(file-\d+\.txt)</td>", listing)) == sorted(f"file-{n}.txt" for n in range(uploads))

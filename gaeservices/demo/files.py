@@ -5,14 +5,13 @@ Downloads go out through the configured backend (``GAESERVICES_FILES_SERVE``):
 mod_xsendfile set ``xsendfile``, behind nginx ``xaccel`` (docs/filetransfers.md has
 both configurations). Uploads are user content: each is served with the type its
 uploader's browser claimed, which ``serve_file`` checks, so an uploaded page or SVG
-is an attachment, never a page on this origin.
+is an attachment, never a page on this origin. The list of uploads is kept in the
+store, one atomic update per upload, so uploads at the same moment are all listed.
 """
 
 from __future__ import annotations
 
 import html
-import json
-import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -29,7 +28,7 @@ from gaeservices.filetransfers import (
 )
 from gaeservices.filetransfers.backends import settings
 
-from .app import page
+from .app import page, recall, remember
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -38,24 +37,12 @@ PREFIX = "/files"
 TITLE = "File transfers: upload and download"
 
 
-def _index_path(services: Services) -> str:
-    return os.path.join(settings(services).root, "demo-index.json")
+INDEX_KEY = "demo:files:index"
+KEPT = 100
 
 
 def _load(services: Services) -> list[dict]:
-    try:
-        with open(_index_path(services), encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return []
-
-
-def _save(services: Services, entries: list[dict]) -> None:
-    path = _index_path(services)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(entries, f)
-    os.replace(path + ".tmp", path)
+    return recall(services, INDEX_KEY)
 
 
 def make_app(services: Services) -> WSGIApplication:
@@ -69,10 +56,9 @@ def make_app(services: Services) -> WSGIApplication:
             except UploadRejectedError as exc:  # nothing was stored; 403, 413, 400 or 411
                 return Response(str(exc) + "\n", status=exc.status, content_type="text/plain",
                                 charset="utf-8")(environ, start_response)
-            entries = _load(services)
-            entries += [{"name": f.name, "filename": f.filename, "size": f.size, "type": f.content_type}
-                        for f in stored]
-            _save(services, entries)
+            for f in stored:  # one atomic update each: uploads at the same moment are all kept
+                remember(services, INDEX_KEY, {"name": f.name, "filename": f.filename, "size": f.size,
+                                               "type": f.content_type}, limit=KEPT)
             return Response(status=303, location=base + "/")(environ, start_response)
         if path.startswith("/download/"):
             by_name = {e["name"]: e for e in _load(services)}
@@ -88,16 +74,18 @@ def make_app(services: Services) -> WSGIApplication:
 
         upload_url, upload_data = prepare_upload(request, base + "/upload", private=True, services=services)
         rows = "".join(
-            f"<tr><td>{html.escape(e['filename'])}</td><td>{e['size']:,} bytes</td>"
+            f"<tr><td>{html.escape(e['filename'])}</td><td class='n'>{e['size']:,} bytes</td>"
             f"<td><a href='{base}/download/inline?name={quote(e['name'])}'>view</a> · "
             f"<a href='{base}/download/attachment?name={quote(e['name'])}'>download</a></td></tr>"
             for e in _load(services)
         )
+        table = (f"<table id='uploads'><tr><th>file</th><th class='n'>size</th><th></th></tr>{rows}</table>"
+                 if rows else "<p class='note' id='uploads'>No uploads yet.</p>")
         body = (
             f"<form method='post' enctype='multipart/form-data' action='{html.escape(upload_url)}'>"
             f"{upload_fields_html(upload_data)}<input type='file' name='file' required> "
             "<button>Upload</button></form>"
-            f"<table><tr><th>file</th><th>size</th><th></th></tr>{rows}</table>"
+            + table +
             "<p class='note'>Each form carries a one-time token: resubmitting an upload is refused. "
             f"Uploads over {settings(services).max_upload_size:,} bytes are refused before they are read. "
             f"Downloads go through the <code>{html.escape(settings(services).serve)}</code> backend, "

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from gaeservices.config import Services, get_services
 from gaeservices.exceptions import StoreError
@@ -107,30 +107,31 @@ def _state(label: str, view: str) -> str:
     return f"<span class='state s-{view}'>{label}</span>"
 
 
-def _status(services: Services, item: dict[str, Any], result: dict[str, Any] | None, now: float) -> str:
-    """The job's state, in the task admin page's words (its views) and colours."""
+def _status(services: Services, item: dict[str, Any], result: dict[str, Any] | None, now: float) -> tuple[str, str]:
+    """The job's state as HTML, and its view on the task admin page (its words and colours)."""
     if result is not None:
         common = ", ".join(f"{html.escape(w)} ({n})" for w, n in result["common"])
         tries = f" on attempt {result['attempt']}" if result["attempt"] > 1 else ""
-        return f"{_state('done', 'done')} <strong>{result['words']} words</strong>{tries}; most common: {common}"
+        shown = f"{_state('done', 'done')} <strong>{result['words']} words</strong>{tries}; most common: {common}"
+        return shown, "done"
     get = getattr(services.queue, "get", None)
     if get is None:  # a queue this page cannot look into (App Engine, Celery)
-        return _state("queued", "queued") + " <span class='note'>no result yet</span>"
+        return _state("queued", "queued") + " <span class='note'>no result yet</span>", ""
     info = get(item["task"])
     if info is None:
-        return _state("gone", "scheduled") + " <span class='note'>deleted from the queue</span>"
+        return _state("gone", "scheduled") + " <span class='note'>deleted from the queue</span>", ""
     view = info.view(now)
     error = html.escape(info.last_error.strip().splitlines()[-1]) if info.last_error else ""
     if view == "dead":
-        return f"{_state('dead', 'dead')} given up after {info.attempts} attempts: <code>{error}</code>"
+        return f"{_state('dead', 'dead')} given up after {info.attempts} attempts: <code>{error}</code>", view
     if view == "failed":
         return (f"{_state('failed', 'failed')} attempt {info.attempts} of {item.get('limit', '?')} "
-                f"failed: <code>{error}</code>; retried {_when(info.eta, now)}")
+                f"failed: <code>{error}</code>; retried {_when(info.eta, now)}"), view
     if view == "running":
-        return _state("running", "running") + f" attempt {info.attempts + 1}"
+        return _state("running", "running") + f" attempt {info.attempts + 1}", view
     if view == "scheduled":
-        return _state("scheduled", "scheduled") + f" runs {_when(info.eta, now)}"
-    return _state(view, view)
+        return _state("scheduled", "scheduled") + f" runs {_when(info.eta, now)}", view
+    return _state(view, view), view
 
 
 def _submit(environ: WSGIEnvironment, services: Services) -> None:
@@ -171,9 +172,12 @@ def _show(services: Services) -> str:
     rows = []
     for item in jobs:
         raw = results.get(RESULT_KEY + item["job"])
-        status = _status(services, item, json.loads(raw) if raw else None, now)
+        status, view = _status(services, item, json.loads(raw) if raw else None, now)
+        name = f"<code>{html.escape(item['task'])}</code>"
+        if view:  # the task on the admin page, where it can be run, retried or deleted
+            name = f"<a href='{ADMIN}?view={view}#task-{quote(item['task'])}'>{name}</a>"
         rows.append(
-            f"<tr><td><code>{html.escape(item['task'])}</code></td>"
+            f"<tr><td>{name}</td>"
             f"<td>{html.escape(BEHAVIOURS.get(item.get('mode', 'count'), BEHAVIOURS['count'])[0])}</td>"
             f"<td class='n'>{item['chars']:,}</td><td class='result'>{status}</td></tr>"
         )
