@@ -284,6 +284,9 @@ def test_the_app_engine_example_serves_under_the_sdk_testbed(request_testbed, mo
     fresh = ("main", "gaeservices.wsgi.deferred")  # module-level objects built from this environment
     saved = {name: sys.modules.pop(name) for name in fresh if name in sys.modules}
     previous = set_services(None)
+    # The SDK's wrap_wsgi_app replaces os.environ with a per-thread view for the rest of
+    # the process (on Python 3.13, threads started later see it empty): give it back.
+    saved_environ = os.environ
     try:
         import main
 
@@ -317,6 +320,7 @@ def test_the_app_engine_example_serves_under_the_sdk_testbed(request_testbed, mo
         assert "id='mailed'>A mail to ada@example.com is queued" in \
             Request.blank("/", headers={"Cookie": cookie}).get_response(app).text
     finally:
+        os.environ = saved_environ
         services = set_services(previous)
         if services is not None:
             services.close()

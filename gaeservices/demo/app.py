@@ -31,7 +31,7 @@ from typing import Any
 
 from gaeservices.config import Services, get_services
 
-PAGES = ["counter", "sessions", "tasks", "files", "admin", "mail"]
+PAGES = ["counter", "sessions", "mail", "tasks", "files", "admin"]
 
 STYLE = """
 :root{color-scheme:light dark;--fg:#1d232a;--mute:#5f6b76;--line:#dde2e6;--bg:#fff;--alt:#f5f7f8;
