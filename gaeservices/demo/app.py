@@ -53,7 +53,7 @@ p{margin:.5rem 0}
 table{border-collapse:collapse;width:100%;font-size:.93em;margin:.6rem 0}
 th,td{padding:.35rem .55rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 th{font-weight:600;color:var(--mute);font-size:.85em;text-transform:uppercase;letter-spacing:.03em}
-td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 code{font:.92em/1.35 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;word-break:break-word}
 form{margin:.6rem 0} form.inline{display:inline;margin:0}
 label{display:block;margin:.35rem 0} label.choice{display:inline-block;margin:.2rem 1rem .2rem 0}

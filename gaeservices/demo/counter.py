@@ -30,12 +30,16 @@ def make_app(services: Services) -> WSGIApplication:
             start_response("303 See Other", [("Location", environ.get("SCRIPT_NAME", "") + "/")])
             return [b""]
         hits = cache.incr(KEY, 1, default=0)
+        described = services.describe("cache")
+        scope = (
+            "<code>memory://</code> counts in this process only; point <code>GAESERVICES_CACHE</code> "
+            "at memcached to share the count between processes and machines."
+            if described.startswith("memory:") else "Every process using this cache shares the count."
+        )
         backend = (
-            f"<p class='note'>cache: <code>{html.escape(services.describe('cache'))}</code> "
+            f"<p class='note'>cache: <code>{html.escape(described)}</code> "
             f"({html.escape(type(cache).__name__)}). Every reload is one atomic <code>incr</code>: "
-            "any number of processes and threads can count at once and no hit is lost. "
-            "<code>memory://</code> counts per process; point <code>GAESERVICES_CACHE</code> at "
-            "memcached to share the count between processes and machines.</p>"
+            f"any number of threads can count at once and no hit is lost. {scope}</p>"
         )
         if hits is None:
             body = unavailable("the count cannot be kept", services, "cache") + backend
