@@ -11,7 +11,7 @@ conftest lists this module in ``pytest_plugins``, so any test names the fixtures
 
 The fixtures, and all of their API:
 
-- ``browser`` (session): a Playwright ``Browser`` driving Debian's Chromium
+- ``browser`` (module): a Playwright ``Browser`` driving Debian's Chromium
   (``/usr/bin/chromium``, or ``GAESERVICES_TEST_CHROMIUM``) headless, launched with
   the flags this project's machines need. Playwright's own browser download is
   not used. Outside CI a missing Chromium or Playwright skips the test with a
@@ -87,7 +87,11 @@ class Console:
         page.on("pageerror", lambda error: self.messages.append(("pageerror", str(error))))
 
 
-@pytest.fixture(scope="session")
+# One browser per test module, not per session: Playwright's synchronous API keeps an
+# asyncio event loop running in the test thread while it is open, and code that refuses
+# to run inside one (Django's ORM: SynchronousOnlyOperation) would fail in every module
+# that happens to run after a browser test.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     executable = os.environ.get("GAESERVICES_TEST_CHROMIUM") or "/usr/bin/chromium"
     if not os.access(executable, os.X_OK):
