@@ -49,15 +49,18 @@ class Site:
     def upload(self, name: str, content: bytes, content_type: str = "application/octet-stream") -> dict[str, str]:
         """Upload through the demo's form; the download links of the new file."""
         _, page = self.get("/files/")
+        listed = {stored for _, _, stored in re.findall(self.LINK, page.decode())}
         action = html.unescape(re.search(r"action='([^']+)'", page.decode()).group(1))
         body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="' + name.encode() + b'"\r\n'
                 b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + content + b"\r\n--b--\r\n")
         response, _ = self.request("POST", action, body, {"Content-Type": "multipart/form-data; boundary=b"})
         assert response.status == 303, response.status
         _, page = self.get("/files/")
-        links = re.findall(r"href='(/files/download/(inline|attachment)\?name=([^']+))'", page.decode())
-        stored = links[-1][2]
+        links = re.findall(self.LINK, page.decode())
+        (stored,) = {stored for _, _, stored in links} - listed  # the one the listing did not have before
         return {kind: link for link, kind, name in links if name == stored}
+
+    LINK = r"href='(/files/download/(inline|attachment)\?name=([^']+))'"
 
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
