@@ -1,6 +1,5 @@
-"""The guides in docs/ and the README: their links lead somewhere, the first app of
-docs/getting-started.md runs as written, and what docs/migrating.md promises about
-tasks queued by the SDK's own deferred library holds.
+"""The guides in docs/ and the README: their links lead somewhere, and the first app
+of docs/getting-started.md runs as written.
 
 tests/test_installed.py runs every ``gaeservices`` command, import and dotted name
 the documents show, from an installed wheel; these are what it cannot collect.
@@ -118,70 +117,3 @@ def test_the_first_app_of_getting_started_runs_as_written(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-
-
-# --- docs/migrating.md: tasks queued by google.appengine.ext.deferred -------------------
-
-
-def sdk_task(testbed):
-    """A task queued by the SDK's own deferred library, as it sits in App Engine's queue."""
-    from google.appengine.ext import deferred
-
-    import tasks_fixtures as fx
-
-    fx.calls.clear()
-    deferred.defer(fx.record, "queued before the migration")
-    (task,) = testbed.get_stub("taskqueue").get_filtered_tasks(queue_names=["default"])
-    return task
-
-
-def deliver(app, task, **extra):
-    from webob import Request
-
-    headers = {k: v for k, v in task.headers.items()
-               if k.lower() not in ("content-type", "content-length") and not k.lower().startswith("x-appengine-")}
-    headers.update(extra)
-    return Request.blank(task.url, method="POST", body=task.payload, headers=headers).get_response(app)
-
-
-def app_engine_services(tmp_path, on_app_engine=True):
-    from gaeservices import Services
-
-    environ = {"GAE_ENV": "standard"} if on_app_engine else {}
-    return Services(secret_key=KEY, data_dir=str(tmp_path), environ=environ, queue="appengine://",
-                    store=f"sqlite:///{tmp_path}/store.sqlite3")
-
-
-def test_tasks_of_the_sdks_deferred_library_drain_when_accepted(testbed, tmp_path):
-    from gaeservices.tasks.endpoint import DeferredApp
-
-    import tasks_fixtures as fx
-
-    task = sdk_task(testbed)
-    services = app_engine_services(tmp_path)
-    try:
-        platform = {"X-AppEngine-TaskName": task.name, "X-AppEngine-QueueName": "default"}
-        refused = deliver(DeferredApp(services), task, **platform)
-        assert refused.status_code in (400, 403) and fx.calls == []  # unsigned: refused by default
-        accepted = deliver(DeferredApp(services, accept_sdk_tasks=True), task, **platform)
-        assert accepted.status_code == 200 and fx.calls == [(("queued before the migration",), {})]
-        fx.calls.clear()
-        without_headers = deliver(DeferredApp(services, accept_sdk_tasks=True), task)
-        assert without_headers.status_code == 403 and fx.calls == []  # only what the task queue sends
-    finally:
-        services.close()
-
-
-def test_tasks_of_the_sdks_deferred_library_never_run_off_app_engine(testbed, tmp_path):
-    from gaeservices.tasks.endpoint import DeferredApp
-
-    import tasks_fixtures as fx
-
-    task = sdk_task(testbed)
-    services = app_engine_services(tmp_path, on_app_engine=False)
-    try:
-        answer = deliver(DeferredApp(services, accept_sdk_tasks=True), task,
-                         **{"X-AppEngine-TaskName": task.name, "X-AppEngine-QueueName": "default"})
-        assert answer.status_code in (400, 403) and fx.calls == []  # headers anyone could send
-    finally:
-        services.close()

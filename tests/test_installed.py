@@ -70,6 +70,9 @@ NOT_OBJECTS = {
     "gaeservices.session": "the WSGI environ key that holds the session",
     "gaeservices.run": "the name of the Celery task that carries deferred calls",
     "gaeservices.is_admin": "the WSGI environ key of the task admin page's admin check",
+    "gaeservices.filetransfers.upload": "the signing salt of private upload tokens",
+    "gaeservices.tasks.admin.csrf": "the signing salt of the task admin page's CSRF tokens",
+    "gaeservices.tasks.admin.note": "the signing salt of the task admin page's notes",
 }
 
 
