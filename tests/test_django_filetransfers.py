@@ -128,15 +128,29 @@ def blobstore(testbed, svc):
         yield testbed
 
 
+def blob_part(key, filename, content):
+    """A blob reference as Django's parser hands over App Engine's callback part."""
+    import base64
+    import datetime
+    import hashlib
+
+    md5 = base64.urlsafe_b64encode(hashlib.md5(content).digest()).decode()
+    created = datetime.datetime.now(datetime.timezone.utc)
+    part = SimpleUploadedFile(filename, (
+        f"Content-Type: text/plain\r\nContent-Length: {len(content)}\r\nContent-MD5: {md5}\r\n"
+        f"X-AppEngine-Upload-Creation: {created:%Y-%m-%d %H:%M:%S.%f}\r\n\r\n").encode(),
+        content_type="message/external-body")
+    part.content_type_extra = {"blob-key": key.encode(), "access-type": b"X-AppEngine-BlobKey"}
+    return part
+
+
 def test_the_blobstore_flow_keeps_blob_keys_and_serves_them_by_key(blobstore):
     from test_filetransfers_blobstore import make_blob
 
     make_blob(blobstore, "blob-1", b"hello blob", filename="r.txt")
     storage = FileTransferStorage()
     assert isinstance(storage, BlobstoreStorage)
-    part = SimpleUploadedFile("r.txt", b"", content_type="message/external-body")
-    part.content_type_extra = {"blob-key": "blob-1", "access-type": "X-AppEngine-BlobKey"}
-    name = storage.save("r.txt", part)
+    name = storage.save("r.txt", blob_part("blob-1", "r.txt", b"hello blob"))
     assert name == "blob-1" and storage.exists(name) and storage.size(name) == 10
     assert storage.open(name).read() == b"hello blob"
     response = serve_file(RequestFactory().get("/", HTTP_RANGE="bytes=0-4"), field_file(storage, name))
@@ -145,9 +159,47 @@ def test_the_blobstore_flow_keeps_blob_keys_and_serves_them_by_key(blobstore):
     assert "/_ah/upload/" in url
     with pytest.raises(UploadRejectedError):  # not a blob reference
         storage.save("x.txt", ContentFile(b"bytes"))
-    missing = SimpleUploadedFile("r.txt", b"", content_type="message/external-body")
-    missing.content_type_extra = {"blob-key": "no-such-blob"}
-    with pytest.raises(UploadRejectedError):
-        storage.save("r.txt", missing)
+    with pytest.raises(UploadRejectedError, match="does not exist"):
+        storage.save("r.txt", blob_part("no-such-blob", "r.txt", b"x"))
+    bare = SimpleUploadedFile("r.txt", b"", content_type="message/external-body")
+    bare.content_type_extra = {"blob-key": b"blob-1"}
+    with pytest.raises(UploadRejectedError, match="not a valid blob reference"):  # no upload headers
+        storage.save("r.txt", bare)
     storage.delete(name)
     assert not storage.exists(name)
+
+
+def test_a_forged_blobstore_callback_naming_someone_elses_blob_is_refused(blobstore):
+    # The callback is posted straight to the success URL with a fresh token from
+    # the form and another user's older blob: the token is genuine, the blob is not
+    # this upload's. The service refuses it; so must the Django flow.
+    import datetime
+
+    from test_filetransfers_blobstore import callback, make_blob
+
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    make_blob(blobstore, "victim", b"theirs", filename="theirs.txt", creation=now - datetime.timedelta(hours=1))
+    client = Client()
+    form = client.get("/private-upload/").content.decode()
+    token = re.search(r'name="gaeservices_upload_token" value="([^"]+)"', form).group(1)
+    forged = callback("/private-upload/", {"file": ("victim", "theirs.txt", b"theirs", now)},
+                      {"gaeservices_upload_token": token})
+    refused = client.post("/private-upload/", forged.body, content_type=forged.headers["Content-Type"])
+    assert refused.status_code == 403 and "predates" in refused.content.decode()
+    # the token in the query string instead of the form is no way around it
+    form = client.get("/private-upload/").content.decode()
+    token = re.search(r'name="gaeservices_upload_token" value="([^"]+)"', form).group(1)
+    forged = callback("/private-upload/", {"file": ("victim", "theirs.txt", b"theirs", now)})
+    refused = client.post(f"/private-upload/?gaeservices_upload_token={token}", forged.body,
+                          content_type=forged.headers["Content-Type"])
+    assert refused.status_code == 403
+
+    # App Engine's own callback for a blob made after the token was issued is saved
+    form = client.get("/private-upload/").content.decode()
+    token = re.search(r'name="gaeservices_upload_token" value="([^"]+)"', form).group(1)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    make_blob(blobstore, "mine", b"mine", filename="mine.txt", creation=now)
+    genuine = callback("/private-upload/", {"file": ("mine", "mine.txt", b"mine", now)},
+                       {"gaeservices_upload_token": token})
+    saved = client.post("/private-upload/", genuine.body, content_type=genuine.headers["Content-Type"])
+    assert saved.status_code == 200 and saved.json() == {"name": "mine"}

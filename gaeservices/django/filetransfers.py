@@ -29,6 +29,7 @@ from ..filetransfers import api
 from ..filetransfers import tokens
 from ..filetransfers.stream_backend import PRIVATE
 from .conf import services, setting
+from .storage import checked_blob, is_blob_reference, upload_backend
 
 __all__ = ["prepare_upload", "serve_file", "public_download_url", "verify_upload", "upload_fields_html"]
 
@@ -71,12 +72,20 @@ def verify_upload(request: HttpRequest) -> None:
     Call it before touching ``request.POST`` or ``request.FILES``: for local uploads
     the token travels in the upload URL, so a refused upload's body is never read.
     (Blobstore callbacks carry it in the form, which App Engine has stored already.)
+    Every blob the callback names must have been created after the token was
+    issued (the service's check): a callback posted with a genuine token and
+    someone else's blob key is refused.
     """
     token = tokens.from_query(request.META)
-    if token is None:
+    in_form = token is None
+    if in_form:
         posted = request.POST.get(tokens.FIELD)
         token = posted if isinstance(posted, str) else None
-    tokens.redeem(services(), token, request.path)
+    issued = tokens.redeem(services(), token, request.path)
+    if in_form or upload_backend() == "blobstore" or hasattr(request, "_files"):
+        for field, upload in request.FILES.items():
+            if is_blob_reference(upload):
+                checked_blob(field, upload, issued)
 
 
 class _Stored:

@@ -28,7 +28,7 @@ from .conf import services, setting
 __all__ = ["FileTransferStorage", "LocalStorage", "BlobstoreStorage"]
 
 
-def _upload_backend() -> str:
+def upload_backend() -> str:
     return str(setting("GAESERVICES_FILES_UPLOAD") or files_settings(services()).upload)
 
 
@@ -36,7 +36,7 @@ class FileTransferStorage:
     """The storage of the configured upload backend: :class:`LocalStorage` or :class:`BlobstoreStorage`."""
 
     def __new__(cls, **options: Any) -> Any:
-        if _upload_backend() == "blobstore":
+        if upload_backend() == "blobstore":
             return BlobstoreStorage(**options)
         return LocalStorage(**options)
 
@@ -49,6 +49,35 @@ class LocalStorage(FileSystemStorage):
         if location is None:
             location = files_settings(services()).root
         super().__init__(location=location, base_url=base_url, **options)
+
+
+def is_blob_reference(upload: Any) -> bool:
+    """Whether a Django upload is App Engine's reference to a stored blob."""
+    return str(getattr(upload, "content_type", "")).lower().startswith("message/external-body")
+
+
+class _BlobPart:
+    """A Django upload of a blob reference, as the service reads a Blobstore callback's part."""
+
+    __slots__ = ("name", "type_options", "disposition_options", "headers", "file")
+
+    def __init__(self, field: str, upload: Any) -> None:
+        extra = getattr(upload, "content_type_extra", None) or {}
+        self.name = field
+        # Django's parser keeps a part's Content-Type parameters as bytes.
+        self.type_options = {key: value.decode("latin-1") if isinstance(value, bytes) else value
+                             for key, value in extra.items()}
+        self.disposition_options = {"filename": upload.name}
+        self.headers: dict[str, str] = {}
+        upload.seek(0)
+        self.file = upload
+
+
+def checked_blob(field: str, upload: Any, issued: float | None = None) -> Any:
+    """The service's check of a blob reference uploaded through Django (``blob_reference``)."""
+    from ..filetransfers.blobstore import blob_reference
+
+    return blob_reference(field, _BlobPart(field, upload), issued)
 
 
 @deconstructible(path="gaeservices.django.storage.BlobstoreStorage")
@@ -67,16 +96,15 @@ class BlobstoreStorage(Storage):
         return blobstore
 
     def _save(self, name: str, content: Any) -> str:
-        extra = getattr(content, "content_type_extra", None) or {}
-        key = extra.get("blob-key")
-        if not key or not str(getattr(content, "content_type", "")).startswith("message/external-body"):
+        if not is_blob_reference(content):
             raise UploadRejectedError(
                 "the Blobstore keeps what App Engine's upload service received: save a file "
                 "uploaded through prepare_upload's URL (a blob reference), not other content"
             )
+        key = checked_blob(name, content).name
         if self._blobstore().BlobInfo.get(key) is None:
             raise UploadRejectedError(f"blob {key!r} does not exist")
-        return str(key)
+        return key
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         return name  # a blob key is unique by construction

@@ -30,7 +30,7 @@ from .response import FileResponse, make_response, not_found_response
 from .stream_backend import PRIVATE
 from .uploads import UploadedFile, file_fields, success_path
 
-__all__ = ["BlobstoreBackend"]
+__all__ = ["BlobstoreBackend", "blob_reference"]
 
 logger = logging.getLogger("gaeservices.filetransfers")
 
@@ -110,8 +110,6 @@ class BlobstoreBackend:
 
     def uploaded_files(self, request: Any, *, private: bool = False,
                        max_upload_size: int | None = None) -> list[UploadedFile]:
-        from google.appengine.ext import blobstore
-
         from .formdata import declared_length
         from .uploads import DEFAULT_MAX_UPLOAD_SIZE
 
@@ -130,21 +128,34 @@ class BlobstoreBackend:
             if not (part.type or "").lower().startswith("message/external-body"):
                 logger.warning("ignored field %r of a Blobstore callback: not a blob", field)
                 continue
-            try:
-                info = blobstore.parse_blob_info(part)
-            except blobstore.BlobInfoParseError as exc:
-                raise UploadRejectedError(f"field {field!r} is not a valid blob reference: {exc}") from None
-            if issued is not None:
-                # The part's creation time is whatever the poster wrote; a blob's
-                # own record is the truth (Cloud Storage uploads have none).
-                stored = blobstore.BlobInfo.get(info.key())
-                creation = stored.creation if stored is not None else info.creation
-                if calendar.timegm(creation.utctimetuple()) < issued - _CLOCK_SKEW:
-                    raise UploadRejectedError(f"blob {info.key()} predates this upload's token")
-            key = str(info.key())
-            files.append(UploadedFile(field=field, filename=info.filename, content_type=info.content_type,
-                                      size=info.size, name=key, blob_key=key))
+            files.append(blob_reference(field, part, issued))
         return files
+
+
+def blob_reference(field: str, part: Any, issued: float | None = None) -> UploadedFile:
+    """The blob that a Blobstore callback's ``part`` names; UploadRejectedError if it is not one.
+
+    ``part`` is a form part as App Engine posts it: ``type_options`` holding the
+    ``blob-key``, ``disposition_options`` the ``filename``, ``headers``, and ``file``
+    the upload's own headers. With ``issued`` (when a private upload's token was
+    issued) the blob must have been created after it: the part's creation time is
+    whatever the poster wrote, so the blob's own record is the truth (a Cloud
+    Storage upload has none, and only the part's can be checked).
+    """
+    from google.appengine.ext import blobstore
+
+    try:
+        info = blobstore.parse_blob_info(part)
+    except (blobstore.BlobInfoParseError, ValueError) as exc:
+        raise UploadRejectedError(f"field {field!r} is not a valid blob reference: {exc}") from None
+    if issued is not None:
+        stored = blobstore.BlobInfo.get(info.key())
+        creation = stored.creation if stored is not None else info.creation
+        if calendar.timegm(creation.utctimetuple()) < issued - _CLOCK_SKEW:
+            raise UploadRejectedError(f"blob {info.key()} predates this upload's token")
+    key = str(info.key())
+    return UploadedFile(field=field, filename=info.filename, content_type=info.content_type,
+                        size=info.size, name=key, blob_key=key)
 
 
 def _key_and_info(file: Any, blobstore: Any) -> tuple[str | None, Any]:
