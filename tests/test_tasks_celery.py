@@ -31,6 +31,7 @@ from gaeservices.exceptions import (
     UnsupportedTaskOptionError,
 )
 from gaeservices.tasks import RetryOptions, payload
+from gaeservices.tasks.api import Task
 from gaeservices.tasks.celery import NAME_PREFIX, TASK_NAME, CeleryQueue, worker_app
 
 BROKERS = ["amqp", "redis"]
@@ -310,6 +311,47 @@ def test_a_replayed_message_does_not_run_a_finished_task_again(env, tmp_path):
     env.send_raw(args, task_id)  # the replay
     wait_for(lambda: env.worker.log().count(f"task {name!r} ran already") >= 1)
     assert [fields(line)["text"] for line in lines(out)] == ["once"]
+
+
+def take(env, queue: str, ids: set) -> dict:
+    """The messages of ``ids`` from a queue no worker listens to, as they travel (acknowledged)."""
+    from kombu import Connection
+
+    found = {}
+    with Connection(env.queue.app.conf.broker_url, transport_options=env.queue.app.conf.broker_transport_options) as conn:
+        simple = conn.SimpleQueue(env.broker.prefix + queue)
+        try:
+            while set(found) != ids:
+                message = simple.get(timeout=10)
+                message.ack()
+                found[message.headers["id"]] = message
+        finally:
+            simple.close()
+    return found
+
+
+def test_a_message_names_its_callable_needs_no_results_and_expires_only_with_its_body(env, tmp_path):
+    env.broker.queues.add("shown")
+    out = str(tmp_path / "out")
+    later = defer(cf.record, out, "a-secret-argument", _name=unique("shown"), _countdown=120, _queue="shown",
+                  _services=env.services)
+    bare = unique("bare")  # a task without an expiry of its own
+    env.queue.add(Task(body=b"not signed", name=bare, queue="shown", named=True))
+    messages = take(env, "shown", {later.name, bare})
+    headers = messages[later.name].headers
+    # Celery's logs, events and monitors show the callable's name, not the payload
+    assert headers["argsrepr"] == "celery_fixtures.record(…)" and headers["kwargsrepr"] == "{}"
+    text = messages[later.name].payload[0][0]
+    assert "secret" not in headers["argsrepr"] and text not in headers["argsrepr"]
+    # no result backend: the message says its result is ignored
+    assert headers["ignore_result"] is True
+    # a countdown task expires with its signed body, long after its ETA, never before it
+    expires = datetime.fromisoformat(headers["expires"]).timestamp()
+    assert abs(expires - (later.eta.timestamp() + 30 * 86400)) < 5
+    # and a task without an expiry has none in Celery: nothing drops it
+    assert messages[bare].headers["expires"] is None
+    assert messages[bare].headers["argsrepr"] == "(a signed task body)"
+    env.services.store.delete(NAME_PREFIX + bare)
 
 
 # --- payloads ------------------------------------------------------------------------------

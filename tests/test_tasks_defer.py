@@ -53,6 +53,20 @@ def test_callables_of_every_supported_kind(svc):
     ]
 
 
+def test_each_task_names_its_callable_for_display(svc):
+    counter = fx.Counter(10)
+    seen = []
+    add = svc.queue.add
+    svc.queue.add = lambda task: (seen.append(task.call), add(task))[1]
+    for obj in (fx.record, fx.Counter.static, fx.Counter.klass, counter.add, counter,
+                functools.partial(fx.record, "partial"), functools.partial(counter.add)):
+        defer(obj, 1, _services=svc)
+    assert seen == [
+        "tasks_fixtures.record", "tasks_fixtures.Counter.static", "tasks_fixtures.Counter.klass",
+        "tasks_fixtures.Counter.add", "tasks_fixtures.Counter", "tasks_fixtures.record", "tasks_fixtures.Counter.add",
+    ]
+
+
 def nested_maker():
     def nested():
         pass

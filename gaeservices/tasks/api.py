@@ -11,6 +11,7 @@ other than the process default.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -150,12 +151,13 @@ class Task:
     ``name`` is always set, except on a backend that lets the platform name
     unnamed tasks (``assigns_names``); ``named`` tells whether the application
     chose it (``_name``), which is when names de-duplicate. ``expires`` is the
-    body's signed expiry (seconds since the epoch).
+    body's signed expiry (seconds since the epoch). ``call`` names what the task
+    calls (``module.qualname``), for display only: set by ``defer``, never signed.
     """
 
     __slots__ = (
         "name", "queue", "eta", "body", "url", "headers", "target",
-        "retry_options", "transactional", "payload_key", "named", "expires",
+        "retry_options", "transactional", "payload_key", "named", "expires", "call",
     )
 
     def __init__(
@@ -173,6 +175,7 @@ class Task:
         payload_key: str | None = None,
         named: bool = False,
         expires: float | None = None,
+        call: str | None = None,
     ) -> None:
         self.body = body
         self.name = name
@@ -186,6 +189,19 @@ class Task:
         self.payload_key = payload_key
         self.named = named
         self.expires = expires
+        self.call = call
+
+
+def callable_name(obj: Any) -> str:
+    """``module.qualname`` of what ``defer`` was given (a partial's or a method's function)."""
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    function = getattr(obj, "__func__", obj)  # a bound, static or class method
+    qualname = getattr(function, "__qualname__", None)
+    if not isinstance(qualname, str):  # an instance with __call__
+        function = type(obj)
+        qualname = function.__qualname__
+    return f"{getattr(function, '__module__', None) or '?'}.{qualname}"
 
 
 class TaskHandle:
@@ -310,6 +326,7 @@ def defer(obj: Any, *args: Any, **kwargs: Any) -> TaskHandle:
         payload_key=payload_key,
         named=named,
         expires=expires,
+        call=callable_name(obj),
     )
     try:
         return backend.add(task)

@@ -74,7 +74,7 @@ from .result import PERMANENT_FAILURE, REFUSED, SUCCESS
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["CeleryQueue", "TASK_NAME", "worker_app"]
+__all__ = ["CeleryQueue", "OUTCOMES", "TASK_NAME", "worker_app"]
 
 logger = logging.getLogger("gaeservices.tasks.celery")
 
@@ -85,6 +85,16 @@ DEFAULT_HOLD = 600.0
 REQUEUE_PAUSE = 1.0
 NAME_PREFIX = "gaeservices.tasks.name:"
 QUEUED, DONE, FAILED = b"queued", b"done", b"failed"
+#: What one delivery did, as the Celery task returns it: the task ran (``done``);
+#: ran already, so this delivery (redelivered or replayed) did not run it
+#: (``already done``); failed for good or was given up (``failed``); failed and
+#: was published again for its retry (``retried``); is not due yet and was
+#: published again (``held``); was refused unrun (``refused``: forged, altered,
+#: not ours, or under another name or queue than signed for).
+DONE_OUTCOME, ALREADY_DONE, GIVEN_UP, RETRIED, HELD, REFUSED_OUTCOME = (
+    "done", "already done", "failed", "retried", "held", "refused",
+)
+OUTCOMES = (DONE_OUTCOME, ALREADY_DONE, GIVEN_UP, RETRIED, HELD, REFUSED_OUTCOME)
 _DEFAULT_RETRY = RetryOptions()
 _ENVELOPE_VERSION = 1
 
@@ -142,8 +152,8 @@ class CeleryQueue:
         )
         run_message = self._run_message
 
-        def run(celery_task: Any, text: Any, envelope: Any) -> None:
-            run_message(celery_task, text, envelope)
+        def run(celery_task: Any, text: Any, envelope: Any) -> str:
+            return run_message(celery_task, text, envelope)
 
         app.task(
             name=TASK_NAME,
@@ -206,6 +216,8 @@ class CeleryQueue:
             envelope["expires"] = task.expires
         if task.retry_options is not None:
             envelope["retry"] = task.retry_options.to_dict()
+        if task.call:
+            envelope["call"] = task.call  # shown in Celery's tools, never trusted
         text = base64.b64encode(task.body).decode("ascii")
         try:
             self._publish(name, text, envelope, retries=0, now=now)
@@ -224,8 +236,11 @@ class CeleryQueue:
         if eta is not None and eta > now:
             options["eta"] = datetime.fromtimestamp(min(eta, now + self.hold), timezone.utc)
         if envelope.get("expires") is not None:
-            # the broker and Celery drop it once the body's signed lifetime is over
+            # Only a task with an expiry (defer signs one, its ETA plus the body's
+            # lifetime) has one in Celery: the broker and Celery drop it once the
+            # body could not run anyway. Without one, nothing drops the message.
             options["expires"] = datetime.fromtimestamp(envelope["expires"], timezone.utc)
+        call = envelope.get("call")
         try:
             self.app.send_task(
                 TASK_NAME,
@@ -234,8 +249,11 @@ class CeleryQueue:
                 queue=self.celery_queue(envelope["queue"]),
                 retries=retries,
                 add_to_parent=False,
-                argsrepr=f"(<signed payload, {len(text)} base64 chars>, {envelope!r})",
+                # What Celery's logs, events and monitors show of the arguments: the
+                # callable's name, never the payload (the call's arguments are in it).
+                argsrepr=f"{call}(…)" if isinstance(call, str) else "(a signed task body)",
                 kwargsrepr="{}",
+                ignore_result=True,  # nothing is stored: no result backend is needed
                 **options,
             )
         except self._connection_errors() as exc:
@@ -257,12 +275,15 @@ class CeleryQueue:
             endpoint = self._endpoint = DeferredApp(self.services, require_task_header=False)
         return endpoint
 
-    def _run_message(self, celery_task: Any, text: Any, envelope: Any) -> None:
+    def _run_message(self, celery_task: Any, text: Any, envelope: Any) -> str:
         """The Celery task: one delivery of one deferred task.
 
         Returns (and so is acknowledged) once the task is done with, retried or
         held: each of those published what comes next first. If our own
         bookkeeping fails (store or broker away), the message is given back.
+        The value returned says what this delivery did (one of :data:`OUTCOMES`):
+        Celery logs it and hands it to ``task_postrun`` handlers and events;
+        no result backend keeps it.
         """
         from celery.exceptions import Reject
 
@@ -278,9 +299,9 @@ class CeleryQueue:
             retries = int(request.retries or 0)
         except (binascii.Error, TypeError, ValueError, KeyError, AttributeError) as exc:
             logger.warning("refused task %r: not a gaeservices message (%s: %s)", name, type(exc).__name__, exc)
-            return
+            return REFUSED_OUTCOME
         try:
-            self._deliver(name, body, text, envelope, queue, created, eta, retry, retries)
+            return self._deliver(name, body, text, envelope, queue, created, eta, retry, retries)
         except Reject:
             raise
         except Exception as exc:
@@ -299,12 +320,12 @@ class CeleryQueue:
         eta: float | None,
         retry: RetryOptions,
         retries: int,
-    ) -> None:
+    ) -> str:
         now = time.time()
         if eta is not None and eta > now + 0.001:
             # Held as long as a broker allows; published again until it is due.
             self._publish(name, text, envelope, retries=retries, now=now)
-            return
+            return HELD
         try:
             sealed: Envelope | None = self.codec.open(body)
         except (ForgedPayload, MalformedPayload):
@@ -318,21 +339,21 @@ class CeleryQueue:
                     "task %r %s already; this delivery (redelivered or replayed) does not run it again",
                     name, "ran" if state == DONE else "failed",
                 )
-                return
+                return ALREADY_DONE if state == DONE else GIVEN_UP
         result = self.endpoint.execute(body, TaskContext(name, queue, retries + 1, eta))
         if result.outcome == SUCCESS:
             if named:
                 self._mark(key, DONE)
-            return
+            return DONE_OUTCOME
         if result.outcome == REFUSED:
             # Forged, altered, or delivered under another name or queue than signed
             # for: it cannot get better. The name is not marked: a forger chose it.
             logger.error("task %r refused and dropped: %s", name, result.error)
-            return
+            return REFUSED_OUTCOME
         if result.outcome == PERMANENT_FAILURE:
             if named:
                 self._mark(key, FAILED)
-            return
+            return GIVEN_UP
         now = time.time()
         if retry.gives_up(retries, now - created):
             logger.error(
@@ -343,10 +364,11 @@ class CeleryQueue:
                 self._mark(key, FAILED)
             if sealed is not None and sealed.stored_key is not None:
                 self._discard(sealed.stored_key, name)
-            return
+            return GIVEN_UP
         delay = retry.backoff(retries)
         logger.info("task %r failed (attempt %d); retrying in %.3gs", name, retries + 1, delay)
         self._publish(name, text, dict(envelope, eta=now + delay), retries=retries + 1, now=now)
+        return RETRIED
 
     def _mark(self, key: str, state: bytes) -> None:
         try:
