@@ -113,12 +113,14 @@ class CeleryWorker:
         *,
         concurrency: int = 2,
         cwd: str = TESTS_DIR,
+        include: tuple[str, ...] = (),
     ) -> None:
         self.env = env
         self.queues = queues
         self.log_path = log_path
         self.concurrency = concurrency
         self.cwd = cwd
+        self.include = include
         self.process: subprocess.Popen[bytes] | None = None
         self._log_start = 0
 
@@ -134,7 +136,7 @@ class CeleryWorker:
             "-n", f"gst-{uuid.uuid4().hex[:8]}@%h",
             "--without-mingle", "--without-gossip", "--without-heartbeat",
             "-l", "INFO",
-        ]
+        ] + (["--include", ",".join(self.include)] if self.include else [])
 
     def start(self, timeout: float = 60.0) -> CeleryWorker:
         self._log_start = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
@@ -263,3 +265,64 @@ class Trap:
 def _sprung(path: str) -> str:
     _append(path, f"unpickled in {os.getpid()}")
     return path
+
+
+# --- what every delivery did, for the core suite's harness (tests/tasks_backends.py) --------
+#
+# One line per message of the ``gaeservices.run`` task published (by the test process or
+# by a worker: retries, held tasks) and per delivery that ended in a worker:
+#   pub <task id> <eta or ->
+#   end <task id> <eta or -> <outcome the task returned>
+# Appended by every process to one file (short O_APPEND writes do not interleave).
+
+EVENTS_VARIABLE = "CELERY_TEST_EVENTS"
+_watched: dict[str, str] = {}  # queue prefix -> events file, in the test process
+_connected = False
+
+
+def _note(path: str, line: str) -> None:
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+def _published(sender: Any = None, headers: Any = None, routing_key: Any = None, **_: Any) -> None:
+    from gaeservices.tasks.celery import TASK_NAME
+
+    if sender != TASK_NAME or not headers:
+        return
+    path = os.environ.get(EVENTS_VARIABLE)
+    if path is None:
+        path = next((p for prefix, p in _watched.items() if str(routing_key).startswith(prefix)), None)
+    if path is not None:
+        _note(path, f"pub {headers['id']} {headers.get('eta') or '-'}")
+
+
+def _ended(sender: Any = None, task_id: Any = None, task: Any = None, retval: Any = None, **_: Any) -> None:
+    path = os.environ.get(EVENTS_VARIABLE)
+    if path is None or task is None or getattr(task, "name", None) != "gaeservices.run":
+        return
+    _note(path, f"end {task_id} {task.request.eta or '-'} {retval}")
+
+
+def _connect() -> None:
+    global _connected
+    if not _connected:
+        from celery import signals
+
+        signals.after_task_publish.connect(_published, weak=False)
+        signals.task_postrun.connect(_ended, weak=False)
+        _connected = True
+
+
+def watch(prefix: str, path: str) -> None:
+    """In the test process: note the messages published under ``prefix`` in ``path``."""
+    _watched[prefix] = path
+    _connect()
+
+
+def unwatch(prefix: str) -> None:
+    _watched.pop(prefix, None)
+
+
+if os.environ.get(EVENTS_VARIABLE):  # a worker started with --include celery_fixtures
+    _connect()

@@ -3,8 +3,10 @@
 Each backend is a *harness*: a ``Services`` whose ``GAESERVICES_QUEUE`` is that
 backend, plus the way its tasks get run. The suite is written once against
 ``defer`` and this small interface, and runs unchanged on every backend listed in
-:data:`HARNESSES`; a new backend (``celery://``) adds a factory there -- the
-tests do not change.
+:data:`HARNESSES`; a new backend adds a factory there -- the tests do not
+change. ``celery://`` runs on RabbitMQ and on Redis, each with a real ``celery
+worker`` started once for the module, which every test of the module shares
+(each test defers under names of its own, into one store the worker reads).
 
 A harness provides:
 
@@ -31,6 +33,7 @@ import io
 import os
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -191,6 +194,145 @@ class AppEngineHarness(Harness):
         return None if state == "finished" else state
 
 
+class Deliveries:
+    """What a Celery worker did with each message, read from the events file it appends to.
+
+    Every message of the ``gaeservices.run`` task is noted when published (by the
+    test process, or by the worker: a retry, a task held until it is due) with its
+    task id and ETA, and again when a delivery of it ended, with the outcome the
+    backend's Celery task returned (``celery.OUTCOMES``).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._offset = 0
+        self._rest = b""
+        self.published: dict[tuple[str, str], int] = {}
+        self.ended: dict[tuple[str, str], int] = {}
+        self.outcome: dict[str, str] = {}
+
+    def read(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self._offset += len(data)
+        *complete, self._rest = (self._rest + data).split(b"\n")
+        for line in complete:
+            kind, task_id, eta, *outcome = line.decode().split(" ", 3)
+            key = (task_id, eta)
+            if kind == "pub":
+                self.published[key] = self.published.get(key, 0) + 1
+            else:
+                self.ended[key] = self.ended.get(key, 0) + 1
+                self.outcome[task_id] = outcome[0] if outcome else "?"
+
+    def due_and_unfinished(self, now: float) -> list[tuple[str, str]]:
+        """Messages published with an ETA up to ``now`` (or none) whose delivery has not ended."""
+        self.read()
+        return [
+            key for key, count in self.published.items()
+            if self.ended.get(key, 0) < count
+            and (key[1] == "-" or datetime.fromisoformat(key[1]).timestamp() <= now)
+        ]
+
+
+class CeleryWorkerSetup:
+    """One broker under a prefix of its own, one `celery worker` on it, one store they share."""
+
+    def __init__(self, kind: str, folder: Any) -> None:
+        from celery_fixtures import Broker, CeleryWorker, watch, worker_env
+
+        self.kind = kind
+        self.broker = Broker(kind)
+        self.broker.queues |= {"default", "mail"}
+        self.store = f"sqlite:///{folder}/store.sqlite3"
+        self.url = self.broker.url(max_payload=MAX_PAYLOAD)
+        self.deliveries = Deliveries(str(folder / "events"))
+        watch(self.broker.prefix, self.deliveries.path)
+        env = worker_env(self.url, self.store, str(folder / "worker-data"), CELERY_TEST_EVENTS=self.deliveries.path)
+        self.worker = CeleryWorker(
+            env, [self.broker.prefix + "default", self.broker.prefix + "mail"], str(folder / "worker.log"),
+            include=("celery_fixtures",),
+        )
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def close(self) -> None:
+        from celery_fixtures import unwatch
+
+        try:
+            self.worker.stop()
+        finally:
+            unwatch(self.broker.prefix)
+            self.broker.cleanup()
+
+
+def _celery_worker(kind: str, tmp_path_factory: Any) -> Iterator[CeleryWorkerSetup]:
+    setup = CeleryWorkerSetup(kind, tmp_path_factory.mktemp(f"contract-celery-{kind}"))
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.close()
+
+
+@pytest.fixture(scope="module")
+def celery_amqp_worker(tmp_path_factory: Any) -> Iterator[CeleryWorkerSetup]:
+    yield from _celery_worker("amqp", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def celery_redis_worker(tmp_path_factory: Any) -> Iterator[CeleryWorkerSetup]:
+    yield from _celery_worker("redis", tmp_path_factory)
+
+
+class CeleryHarness(Harness):
+    """``celery://`` on a real broker, run by a real ``celery worker`` (a module's, shared).
+
+    ``run()`` waits until every message that is due has been delivered and its
+    delivery ended in the worker (ran, refused, retried or held: a retry or a held
+    task is a new message, due later); ``state()`` is the outcome of a task's
+    latest delivery, or pending while a message of it is on its way.
+    """
+
+    RUN_TIMEOUT = 60.0
+
+    def __init__(self, services: Services, setup: CeleryWorkerSetup) -> None:
+        super().__init__(services)
+        self.name = f"celery-{setup.kind}"
+        self.setup = setup
+
+    def run(self) -> None:
+        now = time.time()
+        deadline = time.monotonic() + self.RUN_TIMEOUT
+        while True:
+            waiting = self.setup.deliveries.due_and_unfinished(now)
+            if not waiting:
+                return
+            process = self.setup.worker.process
+            if process is None or process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.name}: {len(waiting)} due message(s) not delivered ({waiting[:5]}); "
+                    f"the worker's log:\n{self.setup.worker.log()[-4000:]}"
+                )
+            time.sleep(0.01)
+
+    def state(self, name: str) -> str | None:
+        deliveries = self.setup.deliveries
+        deliveries.read()
+        if any(task_id == name and deliveries.ended.get(key, 0) < count
+               for key, count in deliveries.published.items() for task_id in (key[0],)):
+            return "pending"
+        outcome = deliveries.outcome.get(name)
+        if outcome is None:
+            return None
+        return {"done": "done", "already done": "done", "failed": "failed", "refused": "failed"}.get(outcome, "pending")
+
+
 def _services(tmp_path: Any, queue: str, store: str) -> Services:
     return Services(
         secret_key=SECRET_KEY, data_dir=str(tmp_path / "data"), environ={}, queue=queue, store=store
@@ -223,13 +365,24 @@ def appengine(request: Any, tmp_path: Any) -> Harness:
     return AppEngineHarness(_services(tmp_path, f"appengine://?max_payload={MAX_PAYLOAD}", store), testbed)
 
 
-#: Backend label -> factory(request, tmp_path) -> Harness. The celery backend adds its
-#: own entries here (a real broker and worker behind ``run()``).
+def celery_amqp(request: Any, tmp_path: Any) -> Harness:
+    setup = request.getfixturevalue("celery_amqp_worker")
+    return CeleryHarness(_services(tmp_path, setup.url, setup.store), setup)
+
+
+def celery_redis(request: Any, tmp_path: Any) -> Harness:
+    setup = request.getfixturevalue("celery_redis_worker")
+    return CeleryHarness(_services(tmp_path, setup.url, setup.store), setup)
+
+
+#: Backend label -> factory(request, tmp_path) -> Harness.
 HARNESSES: dict[str, Callable[[Any, Any], Harness]] = {
     "local-sqlite": local_sqlite,
     "local-postgresql": local_postgresql,
     "immediate": immediate,
     "appengine": appengine,
+    "celery-amqp": celery_amqp,
+    "celery-redis": celery_redis,
 }
 
 
