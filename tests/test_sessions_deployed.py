@@ -40,7 +40,9 @@ class Gunicorn:
         args = [
             sys.executable, "-m", "gunicorn", "--chdir", str(HERE),
             "-b", f"127.0.0.1:{self.port}", "-w", str(workers), "--threads", str(threads),
-            "--graceful-timeout", "2", "--log-level", "warning",
+            # A worker holding an idle connection (each_worker) does not heartbeat:
+            # a long timeout, so that a loaded machine's slow boot costs no worker.
+            "--graceful-timeout", "2", "--timeout", "120", "--log-level", "warning",
             "sessions_gunicorn_app:application",
         ]  # fmt: skip
         environ = {k: v for k, v in os.environ.items() if not k.startswith("GAESERVICES_")}
@@ -48,9 +50,41 @@ class Gunicorn:
         wait_for_port("127.0.0.1", self.port, timeout=30)
         self.workers = workers
 
-    def request(self, path: str, cookie: str | None = None) -> tuple[int, dict | None, str | None]:
-        """(status, JSON body, the session cookie the response set: "" when expired)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+    def each_worker(self) -> list[http.client.HTTPConnection]:
+        """One open connection per worker, each already accepted by a different one.
+
+        The kernel hands a new connection to whichever worker waits in accept,
+        so one request after another may all reach the same worker. A sync
+        worker (one thread) serves one connection at a time: with as many
+        connections open as workers and none left waiting to be accepted, each
+        worker holds one of them, and a request sent on each reaches every
+        worker once, in an order the scheduler picks.
+        """
+        connections = [
+            http.client.HTTPConnection("127.0.0.1", self.port, timeout=30) for _ in range(self.workers)
+        ]
+        try:
+            for conn in connections:
+                conn.connect()
+            deadline = time.monotonic() + 60
+            while _accept_queue(self.port):
+                assert self.process.poll() is None, "gunicorn exited"
+                assert time.monotonic() < deadline, "the workers did not accept a connection each"
+                time.sleep(0.01)
+        except BaseException:
+            for conn in connections:
+                conn.close()
+            raise
+        return connections
+
+    def request(
+        self, path: str, cookie: str | None = None, conn: http.client.HTTPConnection | None = None
+    ) -> tuple[int, dict | None, str | None]:
+        """(status, JSON body, the session cookie the response set: "" when expired).
+
+        On ``conn`` when given (one of each_worker's), else on a new connection."""
+        if conn is None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             conn.request("GET", path, headers={"Cookie": f"gaesession={cookie}"} if cookie else {})
             response = conn.getresponse()
@@ -72,6 +106,20 @@ class Gunicorn:
             self.process.kill()
             self.process.wait()
         self.process.stderr.close()
+
+
+def _accept_queue(port: int) -> int:
+    """How many connections to the loopback listener on ``port`` wait to be accepted
+    (Linux: a listening socket's receive queue in /proc/net/tcp is its accept queue)."""
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except FileNotFoundError:
+        unavailable("/proc/net/tcp", "the per-worker requests need Linux")
+    for line in lines:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+            return int(fields[4].split(":")[1], 16)
+    raise AssertionError(f"nothing listens on port {port}")
 
 
 def _stored_count(store, cookie: str) -> int | None:
@@ -241,30 +289,49 @@ def test_a_memcached_stall_under_gunicorn_loses_nothing_and_revives_no_session(t
 @pytest.mark.slow
 def test_the_embedded_defaults_under_gunicorn_with_three_workers(tmp_path):
     """Nothing configured (memory:// cache, SQLite store, cached_db): every
-    worker process has its own in-process cache, and none is trusted."""
+    worker process has its own in-process cache, and none is trusted. Each round
+    of requests reaches every worker once, so each worker's cache holds the
+    session while the other workers change it, and then while it ends."""
     server = Gunicorn(
         {"GAESERVICES_SECRET_KEY": KEY, "GAESERVICES_DATA_DIR": str(tmp_path / "data")}, workers=3
     )
+
+    def on_every_worker(path: str, cookie: str | None) -> list[tuple[int, dict | None, str | None]]:
+        answers = []
+        connections = server.each_worker()
+        try:
+            for conn in connections:
+                answers.append(server.request(path, cookie, conn))
+                cookie = answers[-1][2] or cookie
+        finally:
+            for conn in connections:
+                conn.close()
+        assert len({data["pid"] for _, data, _ in answers}) == 3, answers
+        return answers
+
     try:
-        cookie, pids = None, set()
-        for expected in range(1, 61):  # a counter, one request after another
-            status, data, set_cookie = server.request("/count", cookie)
-            assert (status, data["n"]) == (200, expected)
-            cookie = set_cookie or cookie
-            pids.add(data["pid"])
+        cookie, pids, expected = None, set(), 0
+        for _ in range(20):  # a counter, one request after another, on every worker in turn
+            for status, data, set_cookie in on_every_worker("/count", cookie):
+                expected += 1
+                assert (status, data["n"]) == (200, expected)
+                cookie = set_cookie or cookie
+                pids.add(data["pid"])
+        assert len(pids) == 3, pids  # the same three workers throughout
         old = cookie
         status, data, cookie = server.request("/login?alice", old)  # a new id: the old one ends
         assert (status, data["n"], data["user"]) == (200, 60, "alice")
-        assert len(pids) == 3, "the requests did not reach every worker"
+        for status, data, _ in on_every_worker("/", cookie):  # every worker holds the new id
+            assert (status, data["n"], data["user"]) == (200, 60, "alice")
         status, data, expired = server.request("/logout", cookie)
         assert (status, expired) == (200, "")
         seen = set()
-        for _ in range(60):  # the logged-out cookie, on every worker
+        for _ in range(3):  # the logged-out and the replaced cookie, on every worker
             for ended in (cookie, old):
-                status, data, _ = server.request("/", ended)
-                assert status == 200
-                assert (data["n"], data["user"]) == (None, None), data
-                seen.add(data["pid"])
+                for status, data, _ in on_every_worker("/", ended):
+                    assert status == 200
+                    assert (data["n"], data["user"]) == (None, None), data
+                    seen.add(data["pid"])
         assert seen == pids
     finally:
         server.stop()
