@@ -107,16 +107,26 @@ def test_names_deduplicate_while_queued_and_after_finishing(svc):
 
 
 def test_a_tombstone_expires(tmp_path, store_url):
-    svc = make_services(tmp_path, store_url, "local://?tombstone=0.3")
-    defer(fx.record, 1, _name="weekly", _services=svc)
-    drain(svc)
-    with pytest.raises(TaskAlreadyExistsError):
-        defer(fx.record, 2, _name="weekly", _services=svc)
-    time.sleep(0.35)
-    defer(fx.record, 3, _name="weekly", _services=svc)
-    drain(svc)
-    assert [c[0][0] for c in fx.calls] == [1, 3]
-    svc.close()
+    svc = make_services(tmp_path, store_url, "local://?tombstone=1")
+    try:
+        defer(fx.record, 1, _name="weekly", _services=svc)
+        drain(svc)
+        expires = info(svc, "weekly").eta  # a finished task's ETA: when its tombstone ends
+        try:
+            defer(fx.record, 2, _name="weekly", _services=svc)
+            reused = True
+        except TaskAlreadyExistsError:
+            reused = False
+        if time.time() < expires:  # a defer that ended before the tombstone did cannot reuse the name
+            assert not reused
+        while time.time() < expires:
+            time.sleep(0.02)
+        if not reused:
+            defer(fx.record, 3, _name="weekly", _services=svc)  # the tombstone is gone
+        drain(svc)
+        assert [c[0][0] for c in fx.calls] == [1, 2 if reused else 3]
+    finally:
+        svc.close()
 
 
 def test_retries_back_off_then_succeed(svc):
