@@ -51,6 +51,7 @@ class RecordingHandler:
         self.data_answer: str | None = None  # e.g. "554 5.7.1 rejected", "451 4.3.0 later"
         self.on_data = None  # called (in the server's thread) before answering DATA
         self.authenticated: list[bytes] = []
+        self.quits: list = []  # the peer of each connection that said QUIT
         self._lock = threading.Lock()
         self.arrived = threading.Condition(self._lock)
 
@@ -74,6 +75,22 @@ class RecordingHandler:
             )
             self.arrived.notify_all()
         return "250 2.0.0 Ok: queued"
+
+    async def handle_QUIT(self, server, session, envelope):
+        with self._lock:
+            self.quits.append(session.peer)
+            self.arrived.notify_all()
+        return "221 Bye"
+
+    def wait_for_quit(self, peer, timeout=20.0):
+        """Until the connection from ``peer`` has said QUIT."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while peer not in self.quits:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no QUIT from {peer} (QUIT from {self.quits})")
+                self.arrived.wait(left)
 
     def wait_for(self, count, timeout=20.0):
         deadline = time.monotonic() + timeout

@@ -199,14 +199,12 @@ def test_an_idle_connection_is_closed_with_quit(smtp_server):
     backend = smtp(smtp_server, idle=0.3)
     raw, envelope = message()
     backend.send(raw, envelope)
-    (connection, _), = backend._pool
-    deadline = time.monotonic() + 5
-    while connection.sock is not None and time.monotonic() < deadline:  # quit() closes it
-        time.sleep(0.02)
-    assert connection.sock is None
+    (delivered,) = smtp_server.handler.wait_for(1)
+    smtp_server.handler.wait_for_quit(delivered.peer)  # the idle connection said QUIT
     assert backend._pool == []
     backend.send(raw, envelope)  # and a new one is opened when needed
     assert backend.connections_opened == 2
+    assert len(smtp_server.handler.wait_for(2)) == 2
     backend.close()
 
 
