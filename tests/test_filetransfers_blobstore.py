@@ -22,6 +22,11 @@ def gae(testbed, tmp_path, sqlite_url):
     svc.close()
 
 
+def utcnow() -> datetime.datetime:
+    """Now in UTC, naive: how the SDK's datastore holds a BlobInfo's creation."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
 def make_blob(testbed, key, content, *, filename="file.txt", content_type="text/plain", creation=None):
     """Store a blob as App Engine's upload service would: bytes plus its BlobInfo."""
     from google.appengine.api import datastore
@@ -32,7 +37,7 @@ def make_blob(testbed, key, content, *, filename="file.txt", content_type="text/
     entity = datastore.Get(datastore.Key.from_path(api_blobstore.BLOB_INFO_KIND, key, namespace=""))
     entity["content_type"] = content_type
     entity["filename"] = filename
-    entity["creation"] = creation or datetime.datetime.utcnow()
+    entity["creation"] = creation or utcnow()
     entity["md5_hash"] = hashlib.md5(content).hexdigest()
     datastore.Put(entity)
 
@@ -119,7 +124,7 @@ def callback(path, blobs, fields=None):
 
 
 def test_uploaded_files_from_the_callback(gae, testbed):
-    now = datetime.datetime.utcnow()
+    now = utcnow()
     make_blob(testbed, "up-1", b"uploaded!", filename="a.txt", creation=now)
     (uploaded,) = uploaded_files(callback("/files/done", {"file": ("up-1", "a.txt", b"uploaded!", now)}), services=gae)
     assert (uploaded.field, uploaded.filename, uploaded.size, uploaded.blob_key) == ("file", "a.txt", 9, "up-1")
@@ -131,7 +136,7 @@ def test_uploaded_files_from_the_callback(gae, testbed):
 
 def test_private_callback_cannot_be_replayed_or_forged(gae, testbed):
     _, data = prepare_upload(Request.blank("/"), "/files/done", private=True, services=gae)
-    now = datetime.datetime.utcnow()
+    now = utcnow()
     blobs = {"file": ("up-2", "mine.txt", b"mine", now)}
     assert uploaded_files(callback("/files/done", blobs, data), private=True, services=gae)
     with pytest.raises(UploadRejectedError, match="already used"):
@@ -148,9 +153,9 @@ def test_private_callback_cannot_be_replayed_or_forged(gae, testbed):
 def test_private_callback_forged_with_a_fresh_creation_date_is_refused(gae, testbed):
     # A callback posted straight to the success URL states any creation time it
     # likes; the blob's own record says when it was really made.
-    make_blob(testbed, "victim-2", b"theirs", creation=datetime.datetime.utcnow() - datetime.timedelta(hours=1))
+    make_blob(testbed, "victim-2", b"theirs", creation=utcnow() - datetime.timedelta(hours=1))
     _, fresh = prepare_upload(Request.blank("/"), "/files/done", private=True, services=gae)
-    forged = {"file": ("victim-2", "theirs.txt", b"theirs", datetime.datetime.utcnow())}
+    forged = {"file": ("victim-2", "theirs.txt", b"theirs", utcnow())}
     with pytest.raises(UploadRejectedError, match="predates"):
         uploaded_files(callback("/files/done", forged, fresh), private=True, services=gae)
 
