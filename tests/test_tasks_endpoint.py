@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import sqlite3
 import threading
 import time
 import wsgiref.validate
@@ -558,3 +559,53 @@ def test_a_stored_payload_is_bound_to_its_reference(svc):
     assert fx.calls == []
     assert post(DeferredApp(svc), first, {"HTTP_X_APPENGINE_TASKNAME": "a"})[0] == 200
     assert fx.calls == [(("a",), {})]
+
+
+class BuggyStore:
+    """The real store, with a programming error where it is read (a bug, not a store fault)."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def get(self, key):
+        raise TypeError("a bug on the store path")
+
+
+def test_a_store_fault_is_reported_as_one_and_retried(svc, tmp_path, caplog):
+    app = DeferredApp(svc)
+    inline = signed_call(svc, fx.record, "inline")  # off App Engine: its tombstone is read first
+    stored = seal(svc, payload.dumps(fx.record, ("stored",), {}), max_size=10)
+    assert payload.PayloadCodec(svc).open(stored).stored_key is not None
+    table = svc.store.table.name
+    with sqlite3.connect(tmp_path / "s.db") as db:  # the store's database loses its table
+        db.execute(f"DROP TABLE {table}")
+    without_tombstones = DeferredApp(svc, tombstones="named")  # so the stored payload is read first
+    for app, body, where in ((app, inline, "tombstone"), (without_tombstones, stored, "stored payload")):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, "gaeservices.tasks"):
+            status, headers, _ = post(app, body)
+        assert (status, headers["X-Task-Outcome"]) == (500, "retry")
+        assert f"cannot read its {where}" in caplog.text and "StoreError" in caplog.text
+    assert fx.calls == []
+
+
+def test_a_bug_on_the_store_path_surfaces_and_is_not_called_a_store_fault(tmp_path):
+    from gaeservices.tasks.context import TaskContext
+
+    real = Services(secret_key="right-key-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={},
+                    store=f"sqlite:///{tmp_path}/s.db")
+    svc = Services(secret_key="right-key-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={},
+                   store=BuggyStore(real.store))
+    try:
+        stored = seal(svc, payload.dumps(fx.record, (2,), {}), max_size=10)
+        # reading the tombstone, then (without one) the stored payload
+        for body, tombstone in ((signed_call(svc, fx.record, 1), True), (stored, False)):
+            with pytest.raises(TypeError, match="a bug on the store path"):
+                DeferredApp(svc).execute(body, TaskContext(body.task_name, "default", 1, None), tombstone=tombstone)
+        assert fx.calls == []
+    finally:
+        svc.close()
+        real.close()

@@ -509,3 +509,63 @@ def test_retry_by_hand_leaves_a_running_task_to_its_worker(svc):
     from gaeservices.tasks.endpoint import TaskResult
 
     assert queue.finish([(running, TaskResult(200, "success"))]) == 1
+
+
+def test_a_failure_is_logged_as_retried_only_when_it_will_be(svc, caplog):
+    import logging
+
+    retry = {"task_retry_limit": 1, "min_backoff_seconds": 0.05}
+    defer(fx.always_fails, "x", _name="twice", _retry_options=retry, _services=svc)
+    defer(fx.fail_permanently, "no such user", _name="hopeless", _services=svc)
+    defer(fx.fail_once_singular, "s", _name="once", _retry_options={"task_retry_limit": 0}, _services=svc)
+    with caplog.at_level(logging.INFO, "gaeservices.tasks"):
+        deadline = time.time() + 10
+        while info(svc, "twice").state == "pending" and time.time() < deadline:
+            drain(svc)
+            time.sleep(0.02)
+    assert [(info(svc, n).state, info(svc, n).attempts) for n in ("twice", "hopeless", "once")] == [
+        ("failed", 2), ("failed", 1), ("failed", 1)]
+    said = [record.getMessage() for record in caplog.records]
+    retried = [line for line in said if "retried" in line]
+    assert len(retried) == 1 and "'twice'" in retried[0] and "attempt 1" in retried[0], said
+    given_up = [line for line in said if "given up" in line]
+    assert len(given_up) == 2 and any("'twice'" in line for line in given_up), said
+    assert any("'once'" in line for line in given_up), said
+
+
+class BuggyStore:
+    """The real store, with a programming error where it is read (a bug, not a store fault)."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def get(self, key):
+        raise TypeError("a bug on the store path")
+
+
+def test_a_fault_outside_the_task_is_a_failed_attempt_and_the_batch_is_recorded(svc, tmp_path, caplog):
+    import logging
+
+    defer(fx.record, "named", _name="reads-its-tombstone", _retry_options={"task_retry_limit": 0}, _services=svc)
+    healthy = defer(fx.record, "healthy", _services=svc)
+    buggy = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={},
+                     store=BuggyStore(svc.store))
+    dispatcher = Dispatcher(svc, drain=True)
+    dispatcher.app = DeferredApp(buggy, require_task_header=False)  # its endpoint meets the bug
+    finished = threading.Event()
+
+    def run():
+        dispatcher.run()
+        finished.set()
+
+    with caplog.at_level(logging.ERROR, "gaeservices.tasks"):
+        threading.Thread(target=run, daemon=True).start()
+        assert finished.wait(120), "the worker kept the batch and never finished"
+    failed = info(svc, "reads-its-tombstone")
+    assert (failed.state, failed.attempts) == ("failed", 1)
+    assert "TypeError: a bug on the store path" in failed.last_error
+    assert "its delivery failed outside the task" in caplog.text
+    assert info(svc, healthy.name).state == "done" and fx.calls == [(("healthy",), {})]

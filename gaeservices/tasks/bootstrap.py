@@ -55,7 +55,7 @@ class Bootstrap:
             try:
                 self._resolve()()
             except BaseException:
-                logger.exception("bootstrap %s failed; the task will be retried", self.description)
+                logger.exception("bootstrap %s failed; it is tried again before the next task", self.description)
                 raise
             self._done = True
             logger.info("bootstrap %s done", self.description)

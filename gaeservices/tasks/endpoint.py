@@ -26,7 +26,10 @@ A request is checked in this order, and stops at the first refusal:
 
 Outcomes: success 200; :class:`PermanentTaskFailure` 200 (not retried,
 recorded as failed); :class:`SingularTaskFailure` 408 (retried, no traceback);
-any other exception 500 (retried, traceback logged). The SDK's own
+any other exception 500 (retried, traceback logged); the queue's retry
+limit decides whether a retry happens, and the queue logs that decision. A
+store failure (the tombstone or a stored payload cannot be read) is 500 too;
+anything else going wrong outside the task propagates. The SDK's own
 ``google.appengine.ext.deferred`` failures mean the same; they are recognised
 when raised, whatever was imported first. The outcome is also in the
 ``X-Task-Outcome`` response header, which the local queue's HTTP dispatcher
@@ -54,7 +57,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..config import Services, get_services
-from ..exceptions import PermanentTaskFailure, SingularTaskFailure
+from ..exceptions import PermanentTaskFailure, SingularTaskFailure, StoreError
 from . import payload
 from .bootstrap import bootstrap_for
 from .context import TaskContext, _current
@@ -164,6 +167,9 @@ class DeferredApp:
         backend knows them (they must be those the body is signed for), its
         execution count (1 on the first) and ETA. ``tombstone=True`` makes a
         success leave a tombstone even for a task the application did not name.
+        A store failure (:class:`StoreError`) reading the tombstone or a stored
+        payload is a retry; anything else raised outside the task is a fault of
+        this code and propagates.
         """
         try:
             envelope = self.codec.open(body)
@@ -190,7 +196,7 @@ class DeferredApp:
         if keep_tombstone:
             try:
                 finished = self.services.store.get(envelope.tombstone_key) is not None
-            except Exception as exc:  # the store is unreachable: try later
+            except StoreError as exc:  # the store failed: try later
                 logger.exception("task %r: cannot read its tombstone", context.name)
                 return TaskResult(500, RETRY, _formatted(exc), exc)
             if finished:
@@ -211,7 +217,7 @@ class DeferredApp:
         except (payload.ForgedPayload, payload.MalformedPayload) as exc:
             logger.warning("refused task %r: its stored payload: %s", context.name, exc)
             return TaskResult(403, REFUSED, str(exc))
-        except Exception as exc:  # the store is unreachable: try later
+        except StoreError as exc:  # the store failed: try later
             logger.exception("task %r: cannot read its stored payload", context.name)
             return TaskResult(500, RETRY, _formatted(exc), exc)
         try:
@@ -250,10 +256,11 @@ class DeferredApp:
             if _is_failure(exc, PermanentTaskFailure, "PermanentTaskFailure"):
                 logger.warning("task %r failed permanently: %r", context.name, exc)
                 return TaskResult(200, PERMANENT_FAILURE, _formatted(exc), exc)
+            # Whether it runs again is its queue's decision (retry limit, age limit).
             if _is_failure(exc, SingularTaskFailure, "SingularTaskFailure"):
-                logger.info("task %r failed once and will be retried: %r", context.name, exc)
+                logger.info("task %r failed once (attempt %d): %r", context.name, context.execution_count, exc)
                 return TaskResult(408, RETRY, _formatted(exc), exc)
-            logger.exception("task %r failed and will be retried", context.name)
+            logger.exception("task %r failed (attempt %d)", context.name, context.execution_count)
             return TaskResult(500, RETRY, _formatted(exc), exc)
         finally:
             _current.reset(token)
@@ -264,7 +271,7 @@ class DeferredApp:
             # kept until the body expires: after that the body is refused anyway
             lifetime = max(1.0, envelope.expires - time.time() + 60.0)
             self.services.store.put(envelope.tombstone_key, b"1", timeout=lifetime)
-        except Exception:  # the success stands; only a replay could now run it again
+        except StoreError:  # the success stands; only a replay could now run it again
             logger.exception("task %r: could not write its tombstone", context.name)
 
     def _discard(self, key: str | None) -> None:
@@ -272,7 +279,7 @@ class DeferredApp:
             return
         try:
             self.codec.discard(key)
-        except Exception:  # the task's outcome stands; the payload is only garbage now
+        except StoreError:  # the task's outcome stands; the payload is only garbage now
             logger.exception("could not delete the stored payload %s", key)
 
     # -- tasks of the SDK's deferred library (migration) -------------------------

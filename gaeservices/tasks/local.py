@@ -37,6 +37,7 @@ a table ``gaeservices_task_buckets`` holds the queues' token buckets.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -57,6 +58,8 @@ from .queueconfig import QueueConfig, QueueSettings, load_queue_yaml
 from .result import REFUSED, SUCCESS, TaskResult
 
 __all__ = ["LocalQueue", "ClaimedTask", "TaskInfo", "QueueStats", "VIEWS", "PENDING", "DONE", "FAILED"]
+
+logger = logging.getLogger("gaeservices.tasks")
 
 TABLE_NAME = "gaeservices_tasks"
 BUCKETS_TABLE_NAME = "gaeservices_task_buckets"
@@ -628,9 +631,12 @@ class LocalQueue:
                 continue
             retry = task.retry_options
             if retry.gives_up(task.attempt - 1, now - task.created):
+                logger.warning("task %r failed %d time(s) and is given up (%r)", task.name, task.attempt, retry)
                 failed.append(key)
             else:
-                key["b_eta"] = now + retry.backoff(task.attempt - 1)
+                delay = retry.backoff(task.attempt - 1)
+                logger.info("task %r failed (attempt %d); it will be retried in %.3gs", task.name, task.attempt, delay)
+                key["b_eta"] = now + delay
                 retried.append(key)
         kept = 0
         for statement, params in ((self._done_stmt, done), (self._fail_stmt, failed), (self._retry_stmt, retried)):

@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -245,7 +246,7 @@ class Dispatcher:
                 logger.warning("task %r: its lease ran out before its turn; not started", task.name)
                 unstarted.append(task)
                 continue
-            results.append((task, self.deliver(task)))
+            results.append((task, self._deliver(task)))
             now = time.monotonic()
             if now >= flush_at:
                 # If the database is away, the outcomes stay with us and go in with a
@@ -324,6 +325,16 @@ class Dispatcher:
                 logger.warning("task %r: its lease was lost (another worker may run it)", task.name)
 
     # -- delivery -------------------------------------------------------------
+
+    def _deliver(self, task: ClaimedTask) -> TaskResult:
+        """:meth:`deliver`, where a fault outside the task is a failed attempt (its
+        traceback logged), so the batch's other outcomes are still recorded and the
+        task's retry limit still applies."""
+        try:
+            return self.deliver(task)
+        except Exception as exc:
+            logger.exception("task %r: its delivery failed outside the task", task.name)
+            return TaskResult(500, RETRY, "".join(traceback.format_exception(exc)), exc)
 
     def deliver(self, task: ClaimedTask) -> TaskResult:
         """Run one claimed task (in-process, or POSTed with ``push_to``); record nothing."""
