@@ -455,3 +455,35 @@ def test_the_demo_mounts_the_page(tmp_path):
         assert f"href='{PREFIX}/'" in index
     finally:
         svc.close()
+
+
+def test_the_rate_column_shows_queue_yaml_or_unlimited(tmp_path):
+    (tmp_path / "queue.yaml").write_text(
+        "queue:\n"
+        "- name: mail\n  rate: 2.5/m\n  bucket_size: 3\n  max_concurrent_requests: 2\n"
+        "- name: held\n  rate: 0\n"
+    )
+    store = f"sqlite:///{tmp_path}/s.db"
+    configured = Services(secret_key=KEY, data_dir=str(tmp_path), environ={}, store=store,
+                          queue=f"local://?queue_yaml={tmp_path / 'queue.yaml'}")
+    plain = Services(secret_key=KEY, data_dir=str(tmp_path), environ={}, store=store, queue="local://")
+    try:
+        for queue in ("default", "mail", "held"):
+            defer(fx.record, queue, _queue=queue, _countdown=3600, _services=configured)
+
+        def rates(services):
+            page = Browser(admin_app(services)).get().text
+            rows = re.findall(r"<tr><td><code><a href='/_ah/admin/tasks/\?queue=([\w-]+)'>.*?</tr>", page)
+            cells = re.findall(r"<tr><td><code><a href='/_ah/admin/tasks/\?queue=[\w-]+'>.*?"
+                               r"<td>([^<]*(?:<[^t][^<]*)*)</td><td>(?:<a [^>]*>Purge…</a>)?</td></tr>", page)
+            return dict(zip(rows, cells))
+
+        assert rates(configured) == {
+            "default": "5/s, bucket 5",  # App Engine's default queue, as queue.yaml leaves it
+            "mail": "2.5/m, bucket 3, at most 2 running",
+            "held": "paused (rate 0)",
+        }
+        assert rates(plain) == {"default": "unlimited", "mail": "unlimited", "held": "unlimited"}
+    finally:
+        configured.close()
+        plain.close()

@@ -233,7 +233,7 @@ class LocalInspector(_Base):
         rows = []
         for stats in self.queue.stats().values():
             values = {slot: getattr(stats, slot) for slot in stats.__slots__[1:]}
-            rows.append(QueueRow(stats.queue, depth=stats.depth, rate=None, **values))
+            rows.append(QueueRow(stats.queue, depth=stats.depth, rate=self.queue.limits_of(stats.queue), **values))
         return rows
 
     def tasks(

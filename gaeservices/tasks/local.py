@@ -685,6 +685,12 @@ class LocalQueue:
                 task.leased_until = until
         return lost
 
+    def limits_of(self, queue: str) -> str:
+        """A queue's rate, bucket and concurrency from queue.yaml, as people read them;
+        ``"unlimited"`` without a queue.yaml, or for a queue it does not declare."""
+        settings = self.config.settings.get(queue) if self.config is not None else None
+        return settings.describe() if settings is not None else "unlimited"
+
     def retry_options_for(self, queue: str, options: str | None) -> RetryOptions:
         """The task's own retry options, else its queue's (queue.yaml), else the defaults."""
         if options:

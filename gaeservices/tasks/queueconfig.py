@@ -34,7 +34,7 @@ from typing import Any
 from ..exceptions import ConfigurationError
 from .api import RetryOptions
 
-__all__ = ["QueueSettings", "QueueConfig", "load_queue_yaml", "parse_queue_yaml", "parse_rate", "parse_age"]
+__all__ = ["QueueSettings", "QueueConfig", "load_queue_yaml", "parse_queue_yaml", "parse_rate", "format_rate", "parse_age"]
 
 _RATE = re.compile(r"^([0-9]+(?:\.[0-9]*)?)/([smhd])$")
 _AGE = re.compile(r"^([0-9]+(?:\.[0-9]*)?)([smhd])$")
@@ -55,6 +55,15 @@ def parse_rate(text: Any) -> float:
     if not match:
         raise ValueError(f"rate {text!r} is not N/s, N/m, N/h, N/d or 0")
     return float(match.group(1)) / _UNIT[match.group(2)]
+
+
+def format_rate(per_second: float) -> str:
+    """A rate in tasks per second in the first unit where it is at least 1: ``"2.5/m"``."""
+    for unit, seconds in _UNIT.items():
+        value = per_second * seconds
+        if value >= 1 or unit == "d":
+            return f"{round(value, 6):g}/{unit}"
+    raise AssertionError("unreachable")
 
 
 def parse_age(text: Any) -> float:
@@ -85,6 +94,16 @@ class QueueSettings:
         self.bucket_size = bucket_size
         self.max_concurrent = max_concurrent
         self.retry = retry
+
+    def describe(self) -> str:
+        """The limits as people read them: ``"2.5/m, bucket 3, at most 2 running"``,
+        ``"paused (rate 0)"``, ``"unlimited"``."""
+        if self.rate == 0:
+            return "paused (rate 0)"
+        parts = ["unlimited" if self.rate is None else f"{format_rate(self.rate)}, bucket {self.bucket_size}"]
+        if self.max_concurrent is not None:
+            parts.append(f"at most {self.max_concurrent} running")
+        return ", ".join(parts)
 
     @property
     def limited(self) -> bool:
