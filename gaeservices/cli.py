@@ -7,6 +7,8 @@ arguments; this module only dispatches, so adding a command imports nothing else
 from __future__ import annotations
 
 import errno
+import os
+import signal
 import socket
 import sys
 
@@ -75,6 +77,19 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _reader_gone() -> int:
+    """The reader of our output went away (``gaeservices tasks list | head``): end
+    quietly, as a Unix tool that SIGPIPE ends, without a traceback.
+
+    What is still buffered cannot be written: stdout goes to the null device, so
+    the interpreter's own flush at exit does not fail and report it once more.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -90,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
     function = load_callable(entry[0], f"command {name}")
     try:
-        return int(function(rest) or 0)
+        status = int(function(rest) or 0)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe is only reported
+        return status
+    except BrokenPipeError:
+        return _reader_gone()
     except CommandError as error:
         print(f"gaeservices {name}: {error}", file=sys.stderr)
         return error.status

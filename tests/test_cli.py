@@ -102,3 +102,33 @@ def test_an_unknown_command_is_refused(tmp_path):
     done = run("nonsense", cwd=tmp_path)
     assert done.returncode == 2 and "unknown command 'nonsense'" in done.stderr
 
+
+
+@pytest.mark.parametrize("tasks", [3, 400])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, tasks):
+    """``gaeservices tasks list | head``: the reader has gone, before the first line
+    (a short listing: written at exit) or in the middle of it (a long one)."""
+    import tasks_fixtures as fx
+
+    from gaeservices import Services, defer
+
+    key = "k-signing-key-for-the-test-suite"
+    services = Services(secret_key=key, data_dir=str(tmp_path / "data"), environ={})
+    try:
+        for i in range(tasks):
+            defer(fx.record, i, _countdown=3600, _services=services)
+    finally:
+        services.close()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GAESERVICES_")}
+    environ.update(GAESERVICES_DATA_DIR=str(tmp_path / "data"), GAESERVICES_SECRET_KEY=key)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written: no race
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "gaeservices", "tasks", "list", "--limit", str(tasks)],
+            cwd=tmp_path, env=environ, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 128 + signal.SIGPIPE  # as a tool the signal ended
