@@ -48,3 +48,34 @@ def test_the_demo_defers_and_shows_the_result(tmp_path):
     finally:
         set_services(previous)
         services.close()
+
+
+def test_the_page_reads_every_tasks_state_in_one_query(tmp_path):
+    """However many tasks the page lists, it asks the queue once, not once per task."""
+    import sqlalchemy as sa
+
+    from gaeservices.demo import tasks as demo_tasks
+
+    services = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={})
+    statements = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    def statements_to_show(jobs):
+        while request(app)[1].count("<span class='state s-queued'>") < jobs:
+            assert request(app, "POST", b"text=a+b")[0].startswith("303")
+        statements.clear()
+        status, text = request(app)
+        assert status.startswith("200") and text.count("<span class='state s-queued'>") == jobs
+        return list(statements)
+
+    engine = services.queue.engine
+    try:
+        app = demo_tasks.make_app(services)  # no dispatcher: the tasks stay queued
+        sa.event.listen(engine, "before_cursor_execute", count)
+        two, six = statements_to_show(2), statements_to_show(6)
+        assert len(two) == len(six), six
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+        services.close()

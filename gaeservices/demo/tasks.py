@@ -107,17 +107,21 @@ def _state(label: str, view: str) -> str:
     return f"<span class='state s-{view}'>{label}</span>"
 
 
-def _status(services: Services, item: dict[str, Any], result: dict[str, Any] | None, now: float) -> tuple[str, str]:
-    """The job's state as HTML, and its view on the task admin page (its words and colours)."""
+def _status(item: dict[str, Any], result: dict[str, Any] | None, tasks: dict[str, Any] | None,
+            now: float) -> tuple[str, str]:
+    """The job's state as HTML, and its view on the task admin page (its words and colours).
+
+    ``tasks`` is what the queue holds of the page's tasks, by name (None: a queue
+    this page cannot look into, App Engine's or Celery's).
+    """
     if result is not None:
         common = ", ".join(f"{html.escape(w)} ({n})" for w, n in result["common"])
         tries = f" on attempt {result['attempt']}" if result["attempt"] > 1 else ""
         shown = f"{_state('done', 'done')} <strong>{result['words']} words</strong>{tries}; most common: {common}"
         return shown, "done"
-    get = getattr(services.queue, "get", None)
-    if get is None:  # a queue this page cannot look into (App Engine, Celery)
+    if tasks is None:
         return _state("queued", "queued") + " <span class='note'>no result yet</span>", ""
-    info = get(item["task"])
+    info = tasks.get(item["task"])
     if info is None:
         return _state("gone", "scheduled") + " <span class='note'>deleted from the queue</span>", ""
     view = info.view(now)
@@ -169,10 +173,14 @@ def _show(services: Services) -> str:
     now = time.time()
     jobs = recall(services, JOBS_KEY)
     results = services.store.get_many([RESULT_KEY + item["job"] for item in jobs])
+    get_many = getattr(services.queue, "get_many", None)
+    # The tasks without a result yet, read from the queue in one query.
+    tasks = None if get_many is None else get_many(
+        item["task"] for item in jobs if RESULT_KEY + item["job"] not in results)
     rows = []
     for item in jobs:
         raw = results.get(RESULT_KEY + item["job"])
-        status, view = _status(services, item, json.loads(raw) if raw else None, now)
+        status, view = _status(item, json.loads(raw) if raw else None, tasks, now)
         name = f"<code>{html.escape(item['task'])}</code>"
         if view:  # the task on the admin page, where it can be run, retried or deleted
             name = f"<a href='{ADMIN}?view={view}#task-{quote(item['task'])}'>{name}</a>"

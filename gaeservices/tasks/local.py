@@ -749,12 +749,20 @@ class LocalQueue:
 
     # -- inspection and repair (the ``gaeservices tasks`` command) ----------------
 
+    def _info_select(self, *, body: bool = False) -> Any:
+        """The columns of a :class:`TaskInfo` (and the signed body, for the admin page)."""
+        t = self.table
+        columns = [t.c.name, t.c.queue, t.c.state, t.c.eta, t.c.created, t.c.attempts,
+                   t.c.leased_until, t.c.url, t.c.last_error, t.c.finished]
+        return self._sa.select(*columns, *([t.c.body] if body else []))
+
+    def _infos(self, query: Any) -> list[TaskInfo]:
+        with self.engine.connect() as conn:
+            return [TaskInfo(r) for r in conn.execute(query)]
+
     def tasks(self, *, queue: str | None = None, state: str | None = None, limit: int = 100) -> list[TaskInfo]:
-        sa, t = self._sa, self.table
-        query = sa.select(
-            t.c.name, t.c.queue, t.c.state, t.c.eta, t.c.created, t.c.attempts,
-            t.c.leased_until, t.c.url, t.c.last_error, t.c.finished,
-        )
+        t = self.table
+        query = self._info_select()
         if queue:
             query = query.where(t.c.queue == queue)
         if state:
@@ -762,22 +770,17 @@ class LocalQueue:
             if state not in codes:
                 raise ValueError(f"state must be one of {sorted(codes)}")
             query = query.where(t.c.state == codes[state])
-        query = query.order_by(t.c.state, t.c.eta).limit(limit)
-        with self.engine.connect() as conn:
-            return [TaskInfo(r) for r in conn.execute(query)]
+        return self._infos(query.order_by(t.c.state, t.c.eta).limit(limit))
 
     def get(self, name: str) -> TaskInfo | None:
-        found = [i for i in self._by_name(name)]
-        return found[0] if found else None
+        return self.get_many([name]).get(name)
 
-    def _by_name(self, name: str) -> list[TaskInfo]:
-        sa, t = self._sa, self.table
-        query = sa.select(
-            t.c.name, t.c.queue, t.c.state, t.c.eta, t.c.created, t.c.attempts,
-            t.c.leased_until, t.c.url, t.c.last_error, t.c.finished,
-        ).where(t.c.name == name)
-        with self.engine.connect() as conn:
-            return [TaskInfo(r) for r in conn.execute(query)]
+    def get_many(self, names: Iterable[str]) -> dict[str, TaskInfo]:
+        """The tasks of these names that the queue holds, by name, read in one query."""
+        names = list(dict.fromkeys(names))
+        if not names:
+            return {}
+        return {info.name: info for info in self._infos(self._info_select().where(self.table.c.name.in_(names)))}
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Number of tasks per (queue, state)."""
@@ -830,14 +833,9 @@ class LocalQueue:
         return rows
 
     def _list(self, where: Any, finished: bool, limit: int, offset: int) -> list[TaskInfo]:
-        sa, t = self._sa, self.table
+        t = self.table
         order = (t.c.finished.desc(), t.c.id.desc()) if finished else (t.c.eta, t.c.id)
-        query = sa.select(
-            t.c.name, t.c.queue, t.c.state, t.c.eta, t.c.created, t.c.attempts,
-            t.c.leased_until, t.c.url, t.c.last_error, t.c.finished, t.c.body,
-        ).where(where).order_by(*order).limit(limit).offset(offset)
-        with self.engine.connect() as conn:
-            return [TaskInfo(r) for r in conn.execute(query)]
+        return self._infos(self._info_select(body=True).where(where).order_by(*order).limit(limit).offset(offset))
 
     def stats(self, *, now: float | None = None) -> dict[str, QueueStats]:
         """Every queue that holds a task (or a tombstone), with its counts by view."""
