@@ -203,3 +203,16 @@ def timed(path, tag, seconds=0.0):
     if seconds:
         time.sleep(seconds)
     append_line(path, f"{tag} {start:.6f} {time.time():.6f} {os.getpid()}")
+
+
+class BuggyStore:
+    """The real store, with a programming error where it is read (a bug, not a store fault)."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def get(self, key):
+        raise TypeError("a bug on the store path")

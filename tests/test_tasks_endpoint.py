@@ -561,19 +561,6 @@ def test_a_stored_payload_is_bound_to_its_reference(svc):
     assert fx.calls == [(("a",), {})]
 
 
-class BuggyStore:
-    """The real store, with a programming error where it is read (a bug, not a store fault)."""
-
-    def __init__(self, real):
-        self._real = real
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def get(self, key):
-        raise TypeError("a bug on the store path")
-
-
 def test_a_store_fault_is_reported_as_one_and_retried(svc, tmp_path, caplog):
     app = DeferredApp(svc)
     inline = signed_call(svc, fx.record, "inline")  # off App Engine: its tombstone is read first
@@ -598,7 +585,7 @@ def test_a_bug_on_the_store_path_surfaces_and_is_not_called_a_store_fault(tmp_pa
     real = Services(secret_key="right-key-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={},
                     store=f"sqlite:///{tmp_path}/s.db")
     svc = Services(secret_key="right-key-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={},
-                   store=BuggyStore(real.store))
+                   store=fx.BuggyStore(real.store))
     try:
         stored = seal(svc, payload.dumps(fx.record, (2,), {}), max_size=10)
         # reading the tombstone, then (without one) the stored payload

@@ -533,26 +533,13 @@ def test_a_failure_is_logged_as_retried_only_when_it_will_be(svc, caplog):
     assert any("'once'" in line for line in given_up), said
 
 
-class BuggyStore:
-    """The real store, with a programming error where it is read (a bug, not a store fault)."""
-
-    def __init__(self, real):
-        self._real = real
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def get(self, key):
-        raise TypeError("a bug on the store path")
-
-
 def test_a_fault_outside_the_task_is_a_failed_attempt_and_the_batch_is_recorded(svc, tmp_path, caplog):
     import logging
 
     defer(fx.record, "named", _name="reads-its-tombstone", _retry_options={"task_retry_limit": 0}, _services=svc)
     healthy = defer(fx.record, "healthy", _services=svc)
     buggy = Services(secret_key="k-signing-key-for-the-test-suite", data_dir=str(tmp_path), environ={},
-                     store=BuggyStore(svc.store))
+                     store=fx.BuggyStore(svc.store))
     dispatcher = Dispatcher(svc, drain=True)
     dispatcher.app = DeferredApp(buggy, require_task_header=False)  # its endpoint meets the bug
     finished = threading.Event()

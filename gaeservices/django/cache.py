@@ -113,18 +113,16 @@ class CacheBackend(BaseCache):
         self._cache.delete_many([self.make_and_validate_key(key, version=version) for key in keys])
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        made = self.make_and_validate_key(key, version=version)
-        value = self._cache.incr(made, delta)
-        if value is None:
-            raise ValueError("Key '%s' not found" % key)
-        return value
+        return self._step(self._cache.incr, key, delta, version)
 
     def decr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        made = self.make_and_validate_key(key, version=version)
-        value = self._cache.decr(made, delta)
+        return self._step(self._cache.decr, key, delta, version)
+
+    def _step(self, step: Any, key: Any, delta: int, version: int | None) -> int:
+        value = step(self.make_and_validate_key(key, version=version), delta)
         if value is None:
             raise ValueError("Key '%s' not found" % key)
-        return value
+        return int(value)
 
     def clear(self) -> None:
         self._cache.clear()

@@ -203,11 +203,9 @@ class DeferredApp:
                 logger.warning("task %r already succeeded: this delivery (a replay?) is not run", context.name)
                 return TaskResult(200, SUCCESS, "already succeeded (tombstone): not run again")
 
-        if not self.bootstrap.done:
-            try:
-                self.bootstrap.ensure()
-            except Exception as exc:
-                return TaskResult(500, RETRY, f"bootstrap {self.bootstrap.description} failed:\n{_formatted(exc)}", exc)
+        failed = self._bootstrap()
+        if failed is not None:
+            return failed
 
         try:
             pickled = self.codec.call(envelope)
@@ -234,6 +232,15 @@ class DeferredApp:
         if result.done:
             self._discard(envelope.stored_key)
         return result
+
+    def _bootstrap(self) -> TaskResult | None:
+        """Run the application's bootstrap if it has not run; its failure is a retry."""
+        if not self.bootstrap.done:
+            try:
+                self.bootstrap.ensure()
+            except Exception as exc:
+                return TaskResult(500, RETRY, f"bootstrap {self.bootstrap.description} failed:\n{_formatted(exc)}", exc)
+        return None
 
     def _check_binding(self, envelope: payload.Envelope, context: TaskContext) -> str | None:
         if envelope.name:
@@ -289,11 +296,9 @@ class DeferredApp:
         logger.warning(
             "task %r: running an unsigned task of the SDK's deferred library (accept_sdk_tasks)", context.name
         )
-        if not self.bootstrap.done:
-            try:
-                self.bootstrap.ensure()
-            except Exception as exc:
-                return TaskResult(500, RETRY, f"bootstrap {self.bootstrap.description} failed:\n{_formatted(exc)}", exc)
+        failed = self._bootstrap()
+        if failed is not None:
+            return failed
         try:
             from google.appengine.ext.deferred import deferred as sdk_deferred
         except Exception as exc:
