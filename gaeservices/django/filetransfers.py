@@ -82,7 +82,7 @@ def verify_upload(request: HttpRequest) -> None:
         posted = request.POST.get(tokens.FIELD)
         token = posted if isinstance(posted, str) else None
     issued = tokens.redeem(services(), token, request.path)
-    if in_form or upload_backend() == "blobstore" or hasattr(request, "_files"):
+    if in_form or upload_backend() == "blobstore":
         for field, upload in request.FILES.items():
             if is_blob_reference(upload):
                 checked_blob(field, upload, issued)
