@@ -178,11 +178,18 @@ def test_two_workers_run_slow_tasks_once_each(tmp_path, store_url):
     """Issue 10, 1.2: six one-second tasks, two workers, ``--lease 2``: six runs."""
     svc = make_services(tmp_path, store_url)
     evidence = str(tmp_path / "runs.txt")
-    names = [defer(fx.sleep_and_record, evidence, f"task-{i}", 1.0, _services=svc).name for i in range(6)]
     env = worker_env(tmp_path, store_url)
-    command = gaeservices_command() + ["worker", "--lease", "2", "--poll", "0.2", "--log-level", "WARNING"]
-    workers = [subprocess.Popen(command, env=env, cwd=str(tmp_path), stderr=subprocess.PIPE) for _ in range(2)]
+    command = gaeservices_command() + ["worker", "--lease", "2", "--poll", "0.2", "--progress", "0"]
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    workers = []
+    for log in logs:
+        with open(log, "w") as stderr:
+            workers.append(subprocess.Popen(command, env=env, cwd=str(tmp_path), stderr=stderr))
     try:
+        # Both workers polling before the tasks exist: a worker slow to start on a
+        # loaded machine would leave all six to the other.
+        _wait_for(lambda: all("worker on" in log.read_text() for log in logs), 60, "both workers to start")
+        names = [defer(fx.sleep_and_record, evidence, f"task-{i}", 1.0, _services=svc).name for i in range(6)]
         _wait_for(lambda: all(info(svc, n).state == "done" for n in names), 60, "all six tasks")
         time.sleep(2.5)  # a lease that ran out would have its task run again by now
     finally:
