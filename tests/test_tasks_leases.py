@@ -270,13 +270,18 @@ def test_a_claim_that_waited_for_the_database_hands_out_a_whole_lease(tmp_path):
         defer(fx.record, "x", _services=svc)
         holder = sqlite3.connect(str(tmp_path / "store.sqlite3"), isolation_level=None, check_same_thread=False)
         holder.execute("BEGIN IMMEDIATE")  # another writer (a producer, a claim) holds the lock
-        release = threading.Timer(0.6, lambda: holder.execute("COMMIT"))
+        released = []
+
+        def release_the_lock():
+            released.append(time.time())  # the claim cannot hold the lock before this
+            holder.execute("COMMIT")
+
+        release = threading.Timer(0.6, release_the_lock)
         release.start()
         (task,) = svc.queue.claim(10, lease=0.5)
-        got = time.time()
         release.join()
         holder.close()
-        assert task.leased_until - got >= 0.4  # the lease starts once the claim holds the lock
+        assert task.leased_until >= released[0] + 0.5  # the lease starts once the claim holds the lock
     finally:
         svc.close()
 
