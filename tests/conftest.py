@@ -114,6 +114,14 @@ def postgres_available():
     return psycopg
 
 
+POSTGRES_POOL = "pool_size=2&max_overflow=6"
+
+
+def libpq_url(url: str) -> str:
+    """A postgres_url as libpq takes it: without the pool's options, which are ours."""
+    return url.replace(POSTGRES_POOL + "&", "")
+
+
 @pytest.fixture
 def postgres_url(postgres_available):
     """A postgresql:// URL whose connections work in a fresh schema, dropped afterwards."""
@@ -122,9 +130,12 @@ def postgres_url(postgres_available):
     dsn = f"host={POSTGRES_HOST} port={POSTGRES_PORT} dbname={POSTGRES_DB}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
+    # At most 8 connections per engine, 2 kept idle: the server's 100 are shared by
+    # make test's two passes and any other run on the machine, and a test racing
+    # 16 threads needs no more than that to race in the database.
     yield (
         f"postgresql://{POSTGRES_HOST}:{POSTGRES_PORT}/{POSTGRES_DB}"
-        f"?options=-csearch_path%3D{schema}"
+        f"?{POSTGRES_POOL}&options=-csearch_path%3D{schema}"
     )
     # The server is shared (max_connections) by every test run on the machine: give
     # back the pooled connections of this test's engines, not at the process's end.

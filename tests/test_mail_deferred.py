@@ -273,7 +273,9 @@ def test_a_worker_killed_after_the_server_accepted_does_not_send_again(tmp_path,
     services = make_services(tmp_path, pg_url, smtp_server.url)
     message_id = send_mail("s@example.com", "a@example.com", "exactly once", "b", services=services)
     (task,) = mail_tasks(services)
-    lock = psycopg.connect(pg_url)  # libpq takes the URL, search_path option included
+    from conftest import libpq_url
+
+    lock = psycopg.connect(libpq_url(pg_url))  # libpq takes the URL, search_path option included
 
     def hold_the_task(envelope):
         lock.execute("SELECT name FROM gaeservices_tasks WHERE name = %s FOR UPDATE", (task.name,))
