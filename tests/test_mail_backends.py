@@ -236,10 +236,9 @@ def test_a_server_that_never_answers_times_out_as_a_temporary_failure():
     listener.listen(1)  # accepts the TCP connection, never says hello
     try:
         backend = SMTPBackend("127.0.0.1", listener.getsockname()[1], timeout=0.5)
-        started = time.monotonic()
-        with pytest.raises(TemporaryDeliveryError):
+        # The backend's timeout ends the wait for a greeting (without it, this never returns).
+        with pytest.raises(TemporaryDeliveryError, match="timed out"):
             backend.send(*message())
-        assert time.monotonic() - started < 5
     finally:
         listener.close()
 

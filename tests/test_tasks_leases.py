@@ -143,12 +143,13 @@ def test_a_task_whose_lease_ran_out_is_not_started(svc):
 def test_the_heartbeat_keeps_a_slow_task_from_a_second_worker(tmp_path, store_url):
     svc = make_services(tmp_path, store_url)
     evidence = str(tmp_path / "slow.txt")
-    # The task runs for three leases; renewed every third of one, it stays held.
-    handle = defer(fx.sleep_and_record, evidence, "slow", 3.0, _services=svc)
-    dispatcher = Dispatcher(svc, lease=1.0, poll=0.05).start()
+    # The task runs for two and a half leases; renewed every third of one, it stays
+    # held (a two-second lease: a loaded machine may stall the heartbeat for a second).
+    handle = defer(fx.sleep_and_record, evidence, "slow", 5.0, _services=svc)
+    dispatcher = Dispatcher(svc, lease=2.0, poll=0.05).start()
     try:
         _wait_for(lambda: _lines(evidence), 10, "the slow task to start")
-        deadline = time.time() + 2.5
+        deadline = time.time() + 4.0
         while time.time() < deadline:  # another worker keeps trying: it never gets it
             assert svc.queue.claim(10, lease=1.0) == []
             time.sleep(0.05)
